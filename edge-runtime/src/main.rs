@@ -1,0 +1,41 @@
+//! `edge-runtime`: drscreen on the device.
+//!
+//! Exit codes: 0 success; 1 bad input or failure (the message says what and where); 2 usage error.
+
+mod cli;
+mod decode;
+mod npy;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "edge-runtime",
+    version,
+    about = "drscreen on the device",
+    after_help = "Exit codes: 0 ok, 1 bad input or failure, 2 usage error"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write what the model sees for a photo (after CLAHE at full size, or after the resize).
+    Preprocess(cli::preprocess::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Preprocess(args) => cli::preprocess::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

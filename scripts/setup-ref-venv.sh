@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Python reference venv (.venv-ref): OpenCV, NumPy for golden fixtures and benchmark peers.
+# Not needed to build, test or run drscreen.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv-ref/bin/python ] || python3 -m venv .venv-ref
+.venv-ref/bin/pip install -q -r scripts/requirements-ref.txt

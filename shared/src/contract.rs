@@ -1,0 +1,255 @@
+//! The model contract: everything the edge needs to feed a model exactly as it was trained, and to
+//! read its output. It travels inside the ONNX file (`metadata_props`, key [`CONTRACT_KEY`], one
+//! JSON value); the edge builds its pipeline from it and refuses a version it does not know.
+//!
+//! The defaults are the seed's recipe and the one place its constants live.
+
+use crate::clahe::ClaheParams;
+use crate::error::CoreError;
+use crate::pipeline::PreprocessSpec;
+use crate::resize::Interpolation;
+use crate::tta::{View, MAX_VIEWS, SEED_VIEWS};
+
+/// The contract version this build writes and understands.
+pub const CONTRACT_VERSION: u32 = 1;
+/// The ONNX `metadata_props` key that holds the contract JSON.
+pub const CONTRACT_KEY: &str = "drscreen.contract";
+
+/// Short free-text fields (dataset names, notes).
+pub type Text = heapless::String<96>;
+
+/// Memory layout of the model input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Layout {
+    /// batch x channel x height x width.
+    Nchw,
+}
+
+/// Input tensor: RGB, `[N, 3, height, width]`, values `byte / 255 * scale + offset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct InputSpec {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+    /// Channel order of the tensor; always "rgb" in version 1.
+    pub channels: ChannelOrder,
+    /// Value range fed to the network, after `/ 255`; the seed's is `[0, 1]`.
+    pub range: [f32; 2],
+}
+
+/// Channel order of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum ChannelOrder {
+    Rgb,
+}
+
+/// Which grades count as the positive class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum PositiveClass {
+    /// Any DR: grade 1-4 (the seed).
+    AnyDr,
+    /// Referable DR: grade 2-4.
+    ReferableDr,
+}
+
+/// Which threshold the device uses by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum OperatingPoint {
+    /// The validation threshold of best accuracy (the seed's search over 0.30-0.70).
+    MaxAccuracy,
+    /// The validation threshold that reaches the target sensitivity.
+    TargetSensitivity,
+}
+
+/// Decision thresholds chosen on the validation split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Thresholds {
+    pub max_accuracy: f32,
+    pub target_sensitivity: f32,
+    /// The sensitivity that `target_sensitivity` was chosen to reach (e.g. 0.90).
+    pub sensitivity_target: f32,
+    pub default: OperatingPoint,
+}
+
+/// Where the model came from and how it did (filled by the exporter).
+#[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DataSummary {
+    pub dataset: Text,
+    pub train_images: u32,
+    pub val_images: u32,
+    pub val_auc: Option<f32>,
+    pub val_sensitivity: Option<f32>,
+    pub val_specificity: Option<f32>,
+    pub external_dataset: Option<Text>,
+    pub external_auc: Option<f32>,
+}
+
+/// The contract one model file carries.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ModelContract {
+    pub contract_version: u32,
+    pub input: InputSpec,
+    /// CLAHE on the L* channel of OpenCV's 8-bit L*a*b*.
+    pub clahe: ClaheParams,
+    /// Resize from the equalised photo to the input size.
+    pub resize: Interpolation,
+    /// TTA views, run as one batch; the output is their mean.
+    pub tta: heapless::Vec<View, MAX_VIEWS>,
+    pub thresholds: Thresholds,
+    pub positive_class: PositiveClass,
+    /// The output is a probability of the positive class (sigmoid inside the model).
+    pub output_is_probability: bool,
+    pub data: DataSummary,
+}
+
+impl Default for ModelContract {
+    /// The seed: 96x96 RGB NCHW in [0, 1], CLAHE 2.0 / 8x8 on L*, bilinear resize, five views,
+    /// threshold 0.5 until validation picks one, any DR positive.
+    fn default() -> Self {
+        let mut tta = heapless::Vec::new();
+        // SEED_VIEWS has 5 <= MAX_VIEWS entries.
+        let _ = tta.extend_from_slice(&SEED_VIEWS);
+        Self {
+            contract_version: CONTRACT_VERSION,
+            input: InputSpec {
+                width: 96,
+                height: 96,
+                layout: Layout::Nchw,
+                channels: ChannelOrder::Rgb,
+                range: [0.0, 1.0],
+            },
+            clahe: ClaheParams::default(),
+            resize: Interpolation::Linear,
+            tta,
+            thresholds: Thresholds {
+                max_accuracy: 0.5,
+                target_sensitivity: 0.5,
+                sensitivity_target: 0.9,
+                default: OperatingPoint::TargetSensitivity,
+            },
+            positive_class: PositiveClass::AnyDr,
+            output_is_probability: true,
+            data: DataSummary::default(),
+        }
+    }
+}
+
+impl ModelContract {
+    /// Checks that this build can honour the contract; the error says what is off.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if self.contract_version != CONTRACT_VERSION {
+            return Err(CoreError::Param {
+                name: "contract_version",
+                reason: "this build understands contract version 1 only",
+            });
+        }
+        if self.input.width == 0
+            || self.input.height == 0
+            || self.input.width > 4096
+            || self.input.height > 4096
+        {
+            return Err(CoreError::Param {
+                name: "input size",
+                reason: "must be 1..=4096 per side",
+            });
+        }
+        if self.input.range != [0.0, 1.0] {
+            return Err(CoreError::Param {
+                name: "input range",
+                reason: "version 1 feeds [0, 1]",
+            });
+        }
+        if self.tta.is_empty() {
+            return Err(CoreError::Param {
+                name: "tta",
+                reason: "at least one view",
+            });
+        }
+        if !self.output_is_probability {
+            return Err(CoreError::Param {
+                name: "output",
+                reason: "version 1 needs a probability output",
+            });
+        }
+        for t in [
+            self.thresholds.max_accuracy,
+            self.thresholds.target_sensitivity,
+        ] {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(CoreError::Param {
+                    name: "threshold",
+                    reason: "NaN or outside [0, 1]",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The preprocessing this contract asks for.
+    pub fn preprocess_spec(&self) -> PreprocessSpec {
+        PreprocessSpec {
+            clahe: self.clahe,
+            out_width: self.input.width as usize,
+            out_height: self.input.height as usize,
+            interpolation: self.resize,
+        }
+    }
+
+    /// The threshold of the default operating point.
+    pub fn threshold(&self) -> f32 {
+        match self.thresholds.default {
+            OperatingPoint::MaxAccuracy => self.thresholds.max_accuracy,
+            OperatingPoint::TargetSensitivity => self.thresholds.target_sensitivity,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_contract_is_the_seed_and_valid() {
+        let c = ModelContract::default();
+        c.validate().unwrap();
+        assert_eq!(c.preprocess_spec(), PreprocessSpec::default());
+        assert_eq!(&c.tta[..], &SEED_VIEWS[..]);
+    }
+
+    #[test]
+    fn unknown_version_and_bad_fields_are_refused() {
+        let mut c = ModelContract {
+            contract_version: 2,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+        c.contract_version = CONTRACT_VERSION;
+        c.input.range = [0.0, 255.0];
+        assert!(
+            c.validate().is_err(),
+            "a 0-255 model must not be fed 0-1 silently"
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn contract_round_trips_through_json() {
+        let c = ModelContract::default();
+        let s = serde_json::to_string(&c).unwrap();
+        let back: ModelContract = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, c);
+        assert!(s.contains("\"brightness\":1.1"), "{s}");
+    }
+}
