@@ -1,0 +1,5 @@
+//! host-trainer library: data preparation, the network, training and evaluation (tch).
+//! The binary (`src/main.rs`) is a thin CLI over these modules.
+
+pub mod model;
+pub mod paths;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Project venv (.venv) with the PyTorch wheel that tch 0.26 links against (torch==2.13.0, ~4.7 GB;
+# the same wheel carries CUDA, so a GPU machine trains on the GPU). Only host-trainer needs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  .venv/bin/pip install -q -r scripts/requirements-torch.txt
+fi
