@@ -34,6 +34,8 @@ pub use pipeline::{preprocess_rgb8, to_chw_f32, Buffers, PreprocessSpec};
 pub use resize::Interpolation;
 pub use tta::{aggregate, write_views, TtaResult, View, SEED_VIEWS};
 
+#[cfg(feature = "decode")]
+pub mod decode;
 #[cfg(feature = "std")]
 mod workspace;
 #[cfg(feature = "std")]

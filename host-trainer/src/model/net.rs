@@ -60,8 +60,8 @@ fn bn_config() -> nn::BatchNormConfig {
 
 impl Net {
     /// Builds the network in `vs`. The last `trainable_units` backbone conv units (and the head)
-    /// are trainable; the others are frozen (the seed trains the last 50 Keras layers, which is
-    /// the last 16 conv units here: blocks 13-17 and the final 1x1 conv).
+    /// are trainable; the others are frozen, BatchNorm included (the seed's last 50 Keras layers
+    /// are the last 17 units here).
     pub fn new(vs: &nn::Path, arch: Arch, trainable_units: usize) -> Self {
         let total = arch.units().count();
         let mut seen = 0;
@@ -93,8 +93,7 @@ impl Net {
                         seen += 1;
                         let frozen = seen <= total.saturating_sub(trainable_units);
                         if frozen {
-                            for t in [&conv.ws, &bn.ws.as_ref().unwrap(), &bn.bs.as_ref().unwrap()]
-                            {
+                            for t in [&conv.ws, bn.ws.as_ref().unwrap(), bn.bs.as_ref().unwrap()] {
                                 let _ = t.set_requires_grad(false);
                             }
                         }

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+pub mod evaluate;
+pub mod prepare;
+pub mod synth;
+pub mod train;

@@ -1,0 +1,5 @@
+//! Data: label tables, splits, the preprocessed cache, synthetic photos.
+pub mod cache;
+pub mod labels;
+pub mod split;
+pub mod synth;

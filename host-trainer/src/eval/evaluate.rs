@@ -1,0 +1,209 @@
+//! `evaluate`: a run's checkpoint on a cached split with the contract's TTA (through
+//! drscreen-core, exactly as the device builds its batch), thresholds, metrics and reports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use drscreen_core::{aggregate, write_views, View, SEED_VIEWS};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use super::metrics::{roc_curve, Metrics, OperatingPointMetrics};
+use super::report::{write_json, write_markdown, write_roc_png};
+use crate::data::cache::{Cache, SplitData};
+use crate::data::split::Split;
+use crate::model::Net;
+use crate::train::fit::{run_file, RunInfo, BEST, RUN};
+
+/// A trained network loaded from a run folder, ready for inference on `device`.
+pub struct Loaded {
+    pub info: RunInfo,
+    pub net: Net,
+    pub vs: nn::VarStore,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("arch", &self.info.arch.input_size)
+            .finish()
+    }
+}
+
+/// Loads `run/run.json` and a checkpoint (default `best.safetensors`).
+pub fn load_run(run: &Path, checkpoint: Option<&Path>, device: Device) -> Result<Loaded> {
+    let rp = run_file(run, RUN);
+    let info: RunInfo = serde_json::from_str(
+        &std::fs::read_to_string(&rp).with_context(|| format!("reading {}", rp.display()))?,
+    )
+    .with_context(|| format!("parsing {}", rp.display()))?;
+    let mut vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), info.arch.clone(), 0);
+    let ck = checkpoint
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| run_file(run, BEST));
+    vs.load(&ck).with_context(|| {
+        format!(
+            "loading checkpoint {} (is it from this architecture?)",
+            ck.display()
+        )
+    })?;
+    Ok(Loaded { info, net, vs })
+}
+
+/// Per-photo TTA result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    pub id: String,
+    pub level: u8,
+    pub label: bool,
+    pub per_view: Vec<f32>,
+    pub probability: f32,
+}
+
+/// TTA probabilities for every photo of a split: views built by drscreen-core, one batch of
+/// `photos_per_batch * views` per forward pass.
+pub fn predict_tta(
+    net: &Net,
+    data: &SplitData,
+    views: &[View],
+    device: Device,
+    photos_per_batch: usize,
+) -> Result<Vec<Prediction>> {
+    let s = data.size;
+    let per = 3 * s * s;
+    let mut out = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut buf = Vec::new();
+    for chunk in idx.chunks(photos_per_batch.max(1)) {
+        buf.resize(chunk.len() * views.len() * per, 0f32);
+        for (k, &i) in chunk.iter().enumerate() {
+            write_views(
+                data.image(i),
+                s,
+                s,
+                views,
+                &mut buf[k * views.len() * per..(k + 1) * views.len() * per],
+            )?;
+        }
+        let x = Tensor::from_slice(&buf)
+            .view([(chunk.len() * views.len()) as i64, 3, s as i64, s as i64])
+            .to_device(device);
+        let p: Vec<f32> = tch::no_grad(|| net.probability(&x))
+            .to_device(Device::Cpu)
+            .try_into()?;
+        for (k, &i) in chunk.iter().enumerate() {
+            let r = aggregate(&p[k * views.len()..(k + 1) * views.len()])?;
+            out.push(Prediction {
+                id: data.ids[i].clone(),
+                level: data.levels[i],
+                label: data.labels[i],
+                per_view: r.per_view.to_vec(),
+                probability: r.mean,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Options of `evaluate`.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub run: PathBuf,
+    pub cache: PathBuf,
+    pub split: Split,
+    pub checkpoint: Option<PathBuf>,
+    /// Apply these thresholds (a `metrics.json` from the validation evaluation) instead of choosing.
+    pub thresholds_from: Option<PathBuf>,
+    pub target_sensitivity: f64,
+    pub n_boot: usize,
+    pub out: PathBuf,
+    /// Use only the identity view (no TTA) for comparison.
+    pub no_tta: bool,
+}
+
+/// Runs the evaluation and writes `metrics.json`, `report.md`, `roc.png`, `predictions.csv`.
+pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
+    let device = crate::train::augment::training_device();
+    let loaded = load_run(&o.run, o.checkpoint.as_deref(), device)?;
+    let cache = Cache::open(&o.cache)?;
+    ensure!(
+        cache.manifest.spec == loaded.info.cache_spec,
+        "cache {} was preprocessed as {:?}, the model expects {:?}",
+        o.cache.display(),
+        cache.manifest.spec,
+        loaded.info.cache_spec
+    );
+    let data = cache.split(o.split)?;
+    let views: Vec<View> = if o.no_tta {
+        vec![View::Identity]
+    } else {
+        SEED_VIEWS.to_vec()
+    };
+    let preds = predict_tta(&loaded.net, &data, &views, device, 16)?;
+    let scores: Vec<f32> = preds.iter().map(|p| p.probability).collect();
+    let labels: Vec<bool> = preds.iter().map(|p| p.label).collect();
+    let mut metrics = Metrics::compute(&scores, &labels, o.target_sensitivity, o.n_boot, 7)?;
+    if let Some(tf) = &o.thresholds_from {
+        let chosen: Metrics = serde_json::from_value(
+            serde_json::from_str::<serde_json::Value>(
+                &std::fs::read_to_string(tf)
+                    .with_context(|| format!("reading {}", tf.display()))?,
+            )?["metrics"]
+                .clone(),
+        )
+        .with_context(|| format!("{} is not a metrics.json from `evaluate`", tf.display()))?;
+        metrics.max_accuracy =
+            OperatingPointMetrics::at(&scores, &labels, chosen.max_accuracy.threshold)?;
+        metrics.target_sensitivity =
+            OperatingPointMetrics::at(&scores, &labels, chosen.target_sensitivity.threshold)?;
+        metrics.sensitivity_target = chosen.sensitivity_target;
+    }
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let context = serde_json::json!({
+        "run": o.run, "cache": o.cache, "split": o.split, "views": views.len(),
+        "thresholds_from": o.thresholds_from, "device": format!("{device:?}"),
+        "labels": cache.manifest.labels, "positive": cache.manifest.positive,
+    });
+    write_json(&o.out.join("metrics.json"), &metrics, &context)?;
+    let title = format!(
+        "{} split of {} ({} photos)",
+        o.split.name(),
+        o.cache.display(),
+        scores.len()
+    );
+    write_markdown(&o.out.join("report.md"), &title, &metrics)?;
+    let points = [
+        metrics.max_accuracy.roc_point(),
+        metrics.target_sensitivity.roc_point(),
+    ];
+    write_roc_png(
+        &o.out.join("roc.png"),
+        &roc_curve(&scores, &labels)?,
+        metrics.auc,
+        &points,
+    )?;
+    let mut csv = std::fs::File::create(o.out.join("predictions.csv"))?;
+    writeln!(
+        csv,
+        "id,level,label,{},probability",
+        (0..views.len())
+            .map(|v| format!("view{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )?;
+    for p in &preds {
+        let v: Vec<String> = p.per_view.iter().map(|x| format!("{x:.6}")).collect();
+        writeln!(
+            csv,
+            "{},{},{},{},{:.6}",
+            p.id,
+            p.level,
+            p.label as u8,
+            v.join(","),
+            p.probability
+        )?;
+    }
+    Ok(metrics)
+}
