@@ -42,7 +42,8 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<Photo, DecodeError> {
         .with_guessed_format()
         .map_err(|_| DecodeError::UnknownFormat)?;
     match reader.format() {
-        Some(image::ImageFormat::Jpeg | image::ImageFormat::Png) => {}
+        Some(image::ImageFormat::Jpeg) => check_jpeg_complete(bytes)?,
+        Some(image::ImageFormat::Png) => {}
         _ => return Err(DecodeError::UnknownFormat),
     }
     let mut limits = Limits::default();
@@ -61,6 +62,17 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<Photo, DecodeError> {
         width,
         height,
     })
+}
+
+/// A JPEG ends with the end-of-image marker `FF D9` (some writers pad with zeros after it).
+/// The decoder would otherwise fill a truncated photo with grey and return it as if whole.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), DecodeError> {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9] {
+        Ok(())
+    } else {
+        Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".to_string()))
+    }
 }
 
 #[cfg(test)]
