@@ -4,7 +4,6 @@
 
 mod cli;
 mod decode;
-mod npy;
 
 use clap::{Parser, Subcommand};
 

@@ -29,6 +29,8 @@ enum Command {
     Train(cli::train::Args),
     /// Evaluate a run with TTA: thresholds, metrics, reports, ROC curve.
     Evaluate(cli::evaluate::Args),
+    /// Write the model as ONNX with its contract, checked in tract, and its golden outputs.
+    Export(cli::export::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Train(a) => cli::train::run(a),
         Command::Evaluate(a) => cli::evaluate::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

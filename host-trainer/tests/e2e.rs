@@ -12,18 +12,35 @@ use host_trainer::train::config::TrainConfig;
 use host_trainer::train::fit::{train, EpochMetrics, METRICS};
 
 fn spec(size: usize) -> CacheSpec {
-    CacheSpec { size, clip_limit: 2.0, tiles_x: 8, tiles_y: 8, interpolation: drscreen_core::Interpolation::Linear }
+    CacheSpec {
+        size,
+        clip_limit: 2.0,
+        tiles_x: 8,
+        tiles_y: 8,
+        interpolation: drscreen_core::Interpolation::Linear,
+    }
 }
 
 fn prep(labels: &Path, out: &Path, size: usize, val: f64, test: f64) -> Cache {
     let (layout, records) = read_labels(labels, None).unwrap();
-    let opts = PrepareOptions { positive: Positive::AnyDr, val, test, seed: 42, spec: spec(size), progress: false };
+    let opts = PrepareOptions {
+        positive: Positive::AnyDr,
+        val,
+        test,
+        seed: 42,
+        spec: spec(size),
+        progress: false,
+    };
     prepare(labels, layout, &records, out, &opts).unwrap();
     Cache::open(out).unwrap()
 }
 
 fn quick_config(cache: &Path, out: &Path, epochs: usize) -> TrainConfig {
-    let mut c = TrainConfig { cache: cache.to_path_buf(), out: out.to_path_buf(), ..Default::default() };
+    let mut c = TrainConfig {
+        cache: cache.to_path_buf(),
+        out: out.to_path_buf(),
+        ..Default::default()
+    };
     c.optim.epochs = epochs;
     c.optim.batch_size = 16;
     c
@@ -32,7 +49,11 @@ fn quick_config(cache: &Path, out: &Path, epochs: usize) -> TrainConfig {
 #[test]
 fn real_split_keeps_patients_together_and_uses_duplicates_once() {
     let labels = data_dir().join("srahim/labels.csv");
-    assert!(labels.exists(), "{} missing: set DRSCREEN_DATA", labels.display());
+    assert!(
+        labels.exists(),
+        "{} missing: set DRSCREEN_DATA",
+        labels.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let cache = prep(&labels, dir.path(), 16, 0.25, 0.25);
     let m = &cache.manifest;
@@ -43,8 +64,15 @@ fn real_split_keeps_patients_together_and_uses_duplicates_once() {
         }
     }
     let hashes: std::collections::HashSet<_> = m.entries.iter().map(|e| &e.sha256).collect();
-    assert_eq!(hashes.len(), m.entries.len(), "a byte-identical photo was used twice");
-    assert!(m.skipped.iter().any(|s| s.id.starts_with("Patient300") && s.reason.contains("byte-identical")));
+    assert_eq!(
+        hashes.len(),
+        m.entries.len(),
+        "a byte-identical photo was used twice"
+    );
+    assert!(m
+        .skipped
+        .iter()
+        .any(|s| s.id.starts_with("Patient300") && s.reason.contains("byte-identical")));
     assert_eq!(m.entries.len() + m.skipped.len(), 600);
     for s in [Split::Train, Split::Val, Split::Test] {
         let info = &m.splits[&s];
@@ -57,19 +85,44 @@ fn real_split_keeps_patients_together_and_uses_duplicates_once() {
 fn corrupt_truncated_and_missing_photos_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
-    write_dataset(&synth, &SynthOptions { n: 12, seed: 5, size: 128 }).unwrap();
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 12,
+            seed: 5,
+            size: 128,
+        },
+    )
+    .unwrap();
     let jpeg = |name: &str| synth.join("train").join(format!("{name}.jpeg"));
     let bytes = std::fs::read(jpeg("1_left")).unwrap();
     std::fs::write(jpeg("1_left"), &bytes[..bytes.len() / 3]).unwrap();
     std::fs::write(jpeg("2_left"), b"not a jpeg at all").unwrap();
     std::fs::remove_file(jpeg("3_left")).unwrap();
     std::fs::write(jpeg("4_left"), b"").unwrap();
-    let cache = prep(&synth.join("trainLabels.csv"), &dir.path().join("cache"), 32, 0.25, 0.0);
+    let cache = prep(
+        &synth.join("trainLabels.csv"),
+        &dir.path().join("cache"),
+        32,
+        0.25,
+        0.0,
+    );
     let m = &cache.manifest;
     assert_eq!(m.entries.len(), 8);
     assert_eq!(m.skipped.len(), 4, "{:#?}", m.skipped);
-    let reason = |id: &str| m.skipped.iter().find(|s| s.id == id).unwrap().reason.clone();
-    assert!(reason("1_left").contains("corrupt or truncated"), "{}", reason("1_left"));
+    let reason = |id: &str| {
+        m.skipped
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert!(
+        reason("1_left").contains("corrupt or truncated"),
+        "{}",
+        reason("1_left")
+    );
     assert!(reason("2_left").contains("not a JPEG or PNG"));
     assert!(reason("3_left").contains("reading"));
     assert!(reason("4_left").contains("empty"));
@@ -83,7 +136,15 @@ fn corrupt_truncated_and_missing_photos_are_skipped_and_counted() {
 fn short_training_on_synthetic_data_learns_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
-    write_dataset(&synth, &SynthOptions { n: 360, seed: 11, size: 256 }).unwrap();
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 360,
+            seed: 11,
+            size: 256,
+        },
+    )
+    .unwrap();
     let cache_dir = dir.path().join("cache");
     prep(&synth.join("trainLabels.csv"), &cache_dir, 96, 0.25, 0.0);
     let run = dir.path().join("run");
@@ -94,7 +155,10 @@ fn short_training_on_synthetic_data_learns_and_resumes() {
     let state = train(&quick_config(&cache_dir, &run, 4), true, false).unwrap();
     assert_eq!(state.epochs_done, 4);
     let log = std::fs::read_to_string(run.join(METRICS)).unwrap();
-    let epochs: Vec<usize> = log.lines().map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch).collect();
+    let epochs: Vec<usize> = log
+        .lines()
+        .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch)
+        .collect();
     assert_eq!(epochs, [1, 2, 3, 4]);
 
     let m = evaluate(&EvalOptions {
@@ -109,7 +173,11 @@ fn short_training_on_synthetic_data_learns_and_resumes() {
         no_tta: false,
     })
     .unwrap();
-    assert!(m.auc >= 0.95, "synthetic validation AUC {:.3} after 4 epochs", m.auc);
+    assert!(
+        m.auc >= 0.95,
+        "synthetic validation AUC {:.3} after 4 epochs",
+        m.auc
+    );
     assert!(m.target_sensitivity.sensitivity >= 0.9);
     for f in ["metrics.json", "report.md", "roc.png", "predictions.csv"] {
         assert!(run.join("eval").join(f).exists(), "{f}");
@@ -120,7 +188,15 @@ fn short_training_on_synthetic_data_learns_and_resumes() {
 fn a_cache_from_another_preprocessing_is_refused_by_evaluate() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
-    write_dataset(&synth, &SynthOptions { n: 40, seed: 2, size: 128 }).unwrap();
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 40,
+            seed: 2,
+            size: 128,
+        },
+    )
+    .unwrap();
     let labels = synth.join("trainLabels.csv");
     let c64 = dir.path().join("c64");
     let c32 = dir.path().join("c32");

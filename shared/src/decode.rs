@@ -71,7 +71,9 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), DecodeError> {
     if end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9] {
         Ok(())
     } else {
-        Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".to_string()))
+        Err(DecodeError::Corrupt(
+            "truncated JPEG: no end-of-image marker".to_string(),
+        ))
     }
 }
 

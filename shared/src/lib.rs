@@ -37,6 +37,8 @@ pub use tta::{aggregate, write_views, TtaResult, View, SEED_VIEWS};
 #[cfg(feature = "decode")]
 pub mod decode;
 #[cfg(feature = "std")]
+pub mod npy;
+#[cfg(feature = "std")]
 mod workspace;
 #[cfg(feature = "std")]
 pub use workspace::Workspace;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use drscreen_core::{to_chw_f32, ModelContract, Workspace};
 
-use crate::{decode, npy};
+use crate::decode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
@@ -74,7 +74,9 @@ pub fn run(args: &Args) -> Result<()> {
         Some("npy") => {
             let mut chw = vec![0f32; rgb.len()];
             to_chw_f32(&rgb, w, h, &mut chw)?;
-            npy::write_f32(&args.out, &[1, 3, h, w], &chw)?;
+            let bytes = drscreen_core::npy::to_npy(&[1, 3, h, w], &chw).context("tensor shape")?;
+            std::fs::write(&args.out, bytes)
+                .with_context(|| format!("writing {}", args.out.display()))?;
         }
         _ => bail!("--out {} must end in .png or .npy", args.out.display()),
     }

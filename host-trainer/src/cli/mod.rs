@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod evaluate;
+pub mod export;
 pub mod prepare;
 pub mod synth;
 pub mod train;

@@ -1,0 +1,3 @@
+//! Export: the trained network as ONNX that carries its contract, and its golden outputs.
+pub mod onnx;
+pub mod run;

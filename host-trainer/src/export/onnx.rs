@@ -1,0 +1,338 @@
+//! Writes the network as ONNX with the prost types tract-onnx exposes (`tract_onnx::pb`), from
+//! the same [`Arch`] the tch builder uses: BatchNorm folded into the convolutions (and the head's
+//! BatchNorms into the dense layers that follow them), TF padding as asymmetric `pads`, dropout
+//! gone, `[0,1] -> [-1,1]` scaling and the sigmoid inside. Input `input` `[batch, 3, H, W]` (batch
+//! symbolic), output `probability` `[batch, 1]`.
+
+use std::collections::HashMap;
+
+use anyhow::{ensure, Context, Result};
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::model::arch::{Arch, ConvUnit, BN_EPS};
+
+/// ONNX opset written (Clip with min/max inputs, opset-13 semantics throughout).
+pub const OPSET: i64 = 13;
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "probability";
+
+/// Named float tensors of a checkpoint: values and shape.
+pub type Weights = HashMap<String, (Vec<f32>, Vec<i64>)>;
+
+fn get<'a>(w: &'a Weights, name: &str) -> Result<&'a (Vec<f32>, Vec<i64>)> {
+    w.get(name).with_context(|| {
+        format!("checkpoint has no tensor {name}: not a model of this architecture")
+    })
+}
+
+/// BatchNorm as a per-channel affine map: `y = scale * x + shift` (eval mode, eps 1e-3).
+fn bn_affine(w: &Weights, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let g = &get(w, &format!("{prefix}.weight"))?.0;
+    let b = &get(w, &format!("{prefix}.bias"))?.0;
+    let m = &get(w, &format!("{prefix}.running_mean"))?.0;
+    let v = &get(w, &format!("{prefix}.running_var"))?.0;
+    ensure!(
+        g.len() == channels && b.len() == channels && m.len() == channels && v.len() == channels,
+        "{prefix}: expected {channels} channels"
+    );
+    let scale: Vec<f32> = (0..channels)
+        .map(|c| (g[c] as f64 / (v[c] as f64 + BN_EPS).sqrt()) as f32)
+        .collect();
+    let shift: Vec<f32> = (0..channels)
+        .map(|c| (b[c] as f64 - m[c] as f64 * scale[c] as f64) as f32)
+        .collect();
+    Ok((scale, shift))
+}
+
+/// Convolution weights with the unit's BatchNorm folded in: (`W` OIHW, bias).
+pub fn fold_conv(w: &Weights, u: &ConvUnit) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (cw, shape) = get(w, &format!("{}.weight", u.conv))?;
+    let expect = [
+        u.cout as i64,
+        (u.cin / u.groups) as i64,
+        u.kernel as i64,
+        u.kernel as i64,
+    ];
+    ensure!(
+        shape[..] == expect,
+        "{}.weight has shape {shape:?}, the architecture needs {expect:?}",
+        u.conv
+    );
+    let (scale, shift) = bn_affine(w, &u.bn, u.cout)?;
+    let per_out = cw.len() / u.cout;
+    let folded = cw
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x * scale[i / per_out])
+        .collect();
+    Ok((folded, shift))
+}
+
+/// Accumulates nodes and initializers with unique names.
+#[derive(Default)]
+pub struct Graph {
+    pub nodes: Vec<NodeProto>,
+    pub inits: Vec<TensorProto>,
+    n: usize,
+}
+
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+impl Graph {
+    pub fn fresh(&mut self, hint: &str) -> String {
+        self.n += 1;
+        format!("{hint}_{}", self.n)
+    }
+
+    pub fn init_f32(&mut self, name: &str, dims: &[i64], data: Vec<f32>) -> String {
+        self.inits.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            float_data: data,
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        hint: &str,
+    ) -> String {
+        let out = self.fresh(hint);
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: out.clone(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// ONNX `pads` from the unit's (top, bottom, left, right): `[top, left, bottom, right]`.
+    pub fn conv_attrs(u: &ConvUnit) -> Vec<AttributeProto> {
+        let [t, b, l, r] = u.pad.map(|p| p as i64);
+        vec![
+            attr_ints("kernel_shape", &[u.kernel as i64, u.kernel as i64]),
+            attr_ints("strides", &[u.stride as i64, u.stride as i64]),
+            attr_ints("pads", &[t, l, b, r]),
+            attr_int("group", u.groups as i64),
+        ]
+    }
+}
+
+fn value_info(name: &str, dims: &[tensor_shape_proto::dimension::Value]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| tensor_shape_proto::Dimension {
+                            value: Some(d.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The float network; `conv` writes one folded convolution (the int8 exporter swaps it).
+pub fn build_graph(
+    arch: &Arch,
+    w: &Weights,
+    g: &mut Graph,
+    mut conv: impl FnMut(&mut Graph, &ConvUnit, &str, Vec<f32>, Vec<f32>) -> Result<String>,
+    mut add: impl FnMut(&mut Graph, &str, &str) -> Result<String>,
+) -> Result<String> {
+    let two = g.init_f32("const_two", &[], vec![2.0]);
+    let minus_one = g.init_f32("const_minus_one", &[], vec![-1.0]);
+    let zero = g.init_f32("const_zero", &[], vec![0.0]);
+    let six = g.init_f32("const_six", &[], vec![6.0]);
+    let scaled = g.node("Mul", &[INPUT, &two], vec![], "scale");
+    let mut x = g.node("Add", &[&scaled, &minus_one], vec![], "shift");
+    for block in &arch.blocks {
+        let input = x.clone();
+        for u in &block.units {
+            let (wt, bias) = fold_conv(w, u)?;
+            x = conv(g, u, &x, wt, bias)?;
+            if u.relu6 {
+                x = g.node("Clip", &[&x, &zero, &six], vec![], "relu6");
+            }
+        }
+        if block.residual {
+            x = add(g, &x, &input)?;
+        }
+    }
+    let pooled = g.node("GlobalAveragePool", &[&x], vec![], "gap");
+    let mut x = g.node("Flatten", &[&pooled], vec![attr_int("axis", 1)], "flat");
+    // Head: BN -> (dropout) -> Dense ReLU, repeated; each BN folds into the Dense after it.
+    let mut width = arch.head.features;
+    for (i, &(_, out)) in arch.head.hidden.iter().enumerate() {
+        let (scale, shift) = bn_affine(w, &format!("head.bn{i}"), width)?;
+        x = dense(
+            g,
+            w,
+            &format!("head.fc{i}"),
+            &x,
+            width,
+            out,
+            Some((&scale, &shift)),
+        )?;
+        x = g.node("Relu", &[&x], vec![], "relu");
+        width = out;
+    }
+    let logit = dense(g, w, "head.out", &x, width, 1, None)?;
+    g.nodes.push(NodeProto {
+        op_type: "Sigmoid".into(),
+        name: OUTPUT.into(),
+        input: vec![logit],
+        output: vec![OUTPUT.into()],
+        ..Default::default()
+    });
+    Ok(OUTPUT.into())
+}
+
+/// `y = x W^T + b` as Gemm, with an optional preceding per-feature affine folded in.
+fn dense(
+    g: &mut Graph,
+    w: &Weights,
+    prefix: &str,
+    x: &str,
+    cin: usize,
+    cout: usize,
+    pre: Option<(&[f32], &[f32])>,
+) -> Result<String> {
+    let (wt, shape) = get(w, &format!("{prefix}.weight"))?;
+    ensure!(
+        shape[..] == [cout as i64, cin as i64],
+        "{prefix}.weight has shape {shape:?}, expected [{cout}, {cin}]"
+    );
+    let mut b = get(w, &format!("{prefix}.bias"))?.0.clone();
+    let mut wt = wt.clone();
+    if let Some((scale, shift)) = pre {
+        for o in 0..cout {
+            let row = &mut wt[o * cin..(o + 1) * cin];
+            let extra: f64 = row
+                .iter()
+                .zip(shift)
+                .map(|(a, s)| *a as f64 * *s as f64)
+                .sum();
+            b[o] = (b[o] as f64 + extra) as f32;
+            for (a, s) in row.iter_mut().zip(scale) {
+                *a *= s;
+            }
+        }
+    }
+    let wn = g.init_f32(&format!("{prefix}.w"), &[cout as i64, cin as i64], wt);
+    let bn = g.init_f32(&format!("{prefix}.b"), &[cout as i64], b);
+    Ok(g.node("Gemm", &[x, &wn, &bn], vec![attr_int("transB", 1)], "dense"))
+}
+
+/// Wraps a graph into a model with the contract in `metadata_props`.
+pub fn model(
+    arch: &Arch,
+    g: Graph,
+    output: String,
+    metadata: Vec<(String, String)>,
+    doc: &str,
+) -> ModelProto {
+    use tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+    let s = arch.input_size as i64;
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "drscreen host-trainer".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: doc.into(),
+        graph: Some(GraphProto {
+            name: "drscreen_mobilenet_v2".into(),
+            node: g.nodes,
+            initializer: g.inits,
+            input: vec![value_info(
+                INPUT,
+                &[
+                    DimParam("batch".into()),
+                    DimValue(3),
+                    DimValue(s),
+                    DimValue(s),
+                ],
+            )],
+            output: vec![value_info(
+                &output,
+                &[DimParam("batch".into()), DimValue(1)],
+            )],
+            ..Default::default()
+        }),
+        metadata_props: metadata
+            .into_iter()
+            .map(|(key, value)| StringStringEntryProto { key, value })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The float model: folded convolutions as `Conv`, residuals as `Add`.
+pub fn float_model(
+    arch: &Arch,
+    w: &Weights,
+    metadata: Vec<(String, String)>,
+) -> Result<ModelProto> {
+    let mut g = Graph::default();
+    let out = build_graph(
+        arch,
+        w,
+        &mut g,
+        |g, u, x, wt, bias| {
+            let k = u.kernel as i64;
+            let wn = g.init_f32(
+                &format!("{}.w", u.conv),
+                &[u.cout as i64, (u.cin / u.groups) as i64, k, k],
+                wt,
+            );
+            let bn = g.init_f32(&format!("{}.b", u.conv), &[u.cout as i64], bias);
+            Ok(g.node("Conv", &[x, &wn, &bn], Graph::conv_attrs(u), "conv"))
+        },
+        |g, a, b| Ok(g.node("Add", &[a, b], vec![], "residual")),
+    )?;
+    Ok(model(
+        arch,
+        g,
+        out,
+        metadata,
+        "MobileNetV2 + seed head, float32, BatchNorm folded",
+    ))
+}
