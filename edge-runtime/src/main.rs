@@ -3,7 +3,6 @@
 //! Exit codes: 0 success; 1 bad input or failure (the message says what and where); 2 usage error.
 
 mod cli;
-mod decode;
 
 use clap::{Parser, Subcommand};
 
@@ -23,12 +22,15 @@ struct Cli {
 enum Command {
     /// Write what the model sees for a photo (after CLAHE at full size, or after the resize).
     Preprocess(cli::preprocess::Args),
+    /// Screen photos: quality gate, preprocessing, all TTA views in one inference, decision, log.
+    Screen(cli::screen::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Preprocess(args) => cli::preprocess::run(&args),
+        Command::Screen(args) => cli::screen::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use drscreen_core::{to_chw_f32, ModelContract, Workspace};
 
-use crate::decode;
+use edge_runtime::decode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {

@@ -1,0 +1,79 @@
+//! `edge-runtime screen IMAGE... [--model FILE] [--json] [--log FILE] [--threads N]`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::record::{Log, Outcome, Record};
+use edge_runtime::screen::Screener;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Fundus photos (JPEG or PNG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Model file (default: $DRSCREEN_MODEL, else the shipped models/drscreen-default.onnx).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// One JSON record per photo on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Results log (JSON lines, fsync'd before each result is printed).
+    #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
+    pub log: PathBuf,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+pub fn describe(r: &Record) -> String {
+    let what = match r.outcome {
+        Outcome::Refer => "REFER to an eye specialist".to_string(),
+        Outcome::NoReferral => "NO REFERRAL".to_string(),
+        Outcome::Ungradable => {
+            let why = r.error.clone().or_else(|| match &r.quality {
+                Some(edge_runtime::quality::Quality::Ungradable { reason }) => Some(reason.clone()),
+                _ => None,
+            });
+            format!("UNGRADABLE, retake: {}", why.unwrap_or_default())
+        }
+    };
+    let p = r.probability.map_or(String::new(), |p| {
+        let views: Vec<String> = r.per_view.iter().map(|v| format!("{v:.3}")).collect();
+        format!(
+            " | p={p:.3} (views {}) threshold {:.3}",
+            views.join(" "),
+            r.threshold
+        )
+    });
+    format!("{}: {what}{p} | {:.0} ms", r.image, r.latency.total_ms)
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    set_threads(a.threads);
+    let model = a.model.clone().unwrap_or_else(default_model);
+    let engine = Engine::load(&model)?;
+    let (mut log, recovered) = Log::open(&a.log)?;
+    for t in &recovered.torn {
+        eprintln!(
+            "warning: {} line {} ({} bytes) is torn and was skipped: {}",
+            a.log.display(),
+            t.line,
+            t.bytes,
+            t.error
+        );
+    }
+    let mut screener = Screener::new(engine);
+    for image in &a.images {
+        let r = screener.screen_file(image);
+        log.append(&r)
+            .with_context(|| "the result was not shown because it could not be logged")?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!("{}", describe(&r));
+        }
+    }
+    Ok(())
+}

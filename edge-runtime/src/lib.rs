@@ -1,0 +1,8 @@
+//! edge-runtime library: the device side of drscreen. The binary (`src/main.rs`) is a thin CLI.
+
+pub mod decode;
+pub mod engine;
+pub mod indicator;
+pub mod quality;
+pub mod record;
+pub mod screen;

@@ -1,0 +1,155 @@
+//! The results log: one JSON line per screening, appended and fsync'd *before* the result is
+//! shown, so a power cut loses nothing that was shown. A line torn by a crash mid-write is
+//! reported on the next start; every line before it is intact and readable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::quality::{Quality, QualityMetrics};
+
+/// Stage timings of one screening, milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub decode_ms: f64,
+    pub quality_ms: f64,
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What the operator is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    NoReferral,
+    Refer,
+    /// Not screened: retake the photo (the reason is in `quality` or `error`).
+    Ungradable,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    pub image: String,
+    /// SHA-256 of the image file's bytes (None if it could not be read).
+    pub image_sha256: Option<String>,
+    pub model_sha256: String,
+    pub contract_version: u32,
+    pub outcome: Outcome,
+    pub probability: Option<f32>,
+    pub per_view: Vec<f32>,
+    pub threshold: f32,
+    pub quality: Option<Quality>,
+    pub quality_metrics: Option<QualityMetrics>,
+    /// Why the photo could not be screened (unreadable, not an image, ...).
+    pub error: Option<String>,
+    pub latency: Latency,
+}
+
+/// A line of the log that could not be read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TornLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub bytes: usize,
+    pub error: String,
+}
+
+/// The readable records of a log and the lines that were not.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub records: Vec<Record>,
+    pub torn: Vec<TornLine>,
+}
+
+/// Reads a log back; a missing file is an empty log.
+pub fn read_log(path: &Path) -> Result<Recovered> {
+    let mut text = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut text)
+                .with_context(|| format!("reading log {}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recovered::default()),
+        Err(e) => return Err(e).with_context(|| format!("opening log {}", path.display())),
+    }
+    let mut out = Recovered::default();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) => out.records.push(r),
+            Err(e) => out.torn.push(TornLine {
+                line: i + 1,
+                bytes: line.len(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// An open, append-only log.
+#[derive(Debug)]
+pub struct Log {
+    file: File,
+    pub path: PathBuf,
+}
+
+impl Log {
+    /// Opens (creating) the log and reads it back. If a crash left a partial last line, a
+    /// newline is appended so new records start on their own line; the torn line is returned.
+    pub fn open(path: &Path) -> Result<(Log, Recovered)> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let recovered = read_log(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .with_context(|| format!("opening log {} for appending", path.display()))?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                file.sync_data()?;
+            }
+        }
+        Ok((
+            Log {
+                file,
+                path: path.to_path_buf(),
+            },
+            recovered,
+        ))
+    }
+
+    /// Appends one record as one write and waits until it is on disk.
+    pub fn append(&mut self, r: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .with_context(|| format!("writing log {}", self.path.display()))?;
+        self.file
+            .sync_data()
+            .with_context(|| format!("syncing log {}", self.path.display()))
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

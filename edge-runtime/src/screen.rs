@@ -1,0 +1,144 @@
+//! One screening: bytes -> decode -> quality gate -> preprocessing -> all TTA views in one tract
+//! call -> mean -> threshold -> a [`Record`]. Never panics on bad input: anything that cannot be
+//! screened becomes an "ungradable" record with the reason.
+
+use std::path::Path;
+use std::time::Instant;
+
+use drscreen_core::{aggregate, decide, write_views, Decision, Workspace};
+use sha2::{Digest, Sha256};
+
+use crate::engine::Engine;
+use crate::quality::{assess, measure, Limits, Quality};
+use crate::record::{now_rfc3339, Latency, Outcome, Record};
+
+/// The model plus reusable buffers.
+#[derive(Debug)]
+pub struct Screener {
+    pub engine: Engine,
+    pub limits: Limits,
+    ws: Workspace,
+    batch: Vec<f32>,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl Screener {
+    pub fn new(engine: Engine) -> Self {
+        Screener {
+            engine,
+            limits: Limits::default(),
+            ws: Workspace::default(),
+            batch: Vec::new(),
+        }
+    }
+
+    fn record(&self, image: &str, sha: Option<String>) -> Record {
+        Record {
+            timestamp: now_rfc3339(),
+            image: image.to_owned(),
+            image_sha256: sha,
+            model_sha256: self.engine.sha256.clone(),
+            contract_version: self.engine.contract.contract_version,
+            outcome: Outcome::Ungradable,
+            probability: None,
+            per_view: Vec::new(),
+            threshold: self.engine.contract.threshold(),
+            quality: None,
+            quality_metrics: None,
+            error: None,
+            latency: Latency::default(),
+        }
+    }
+
+    /// Screens a file; an unreadable file is an ungradable record.
+    pub fn screen_file(&mut self, path: &Path) -> Record {
+        let t0 = Instant::now();
+        match std::fs::read(path) {
+            Ok(bytes) => self.screen_bytes(&path.display().to_string(), &bytes, t0),
+            Err(e) => {
+                let mut r = self.record(&path.display().to_string(), None);
+                r.error = Some(format!("cannot read the file: {e}"));
+                r.latency.total_ms = ms(t0);
+                r
+            }
+        }
+    }
+
+    /// Screens image bytes (`t0`: when the screening started, for the total latency).
+    pub fn screen_bytes(&mut self, name: &str, bytes: &[u8], t0: Instant) -> Record {
+        let mut r = self.record(name, Some(format!("{:x}", Sha256::digest(bytes))));
+        let t = Instant::now();
+        let photo = match drscreen_core::decode::decode_rgb8(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                r.error = Some(format!("cannot decode the photo: {e}"));
+                r.latency.total_ms = ms(t0);
+                return r;
+            }
+        };
+        r.latency.decode_ms = ms(t);
+
+        let t = Instant::now();
+        let m = measure(&photo.rgb, photo.width, photo.height);
+        let q = assess(&m, &self.limits);
+        r.latency.quality_ms = ms(t);
+        r.quality_metrics = Some(m);
+        r.quality = Some(q.clone());
+        if q != Quality::Gradable {
+            r.latency.total_ms = ms(t0);
+            return r;
+        }
+
+        let t = Instant::now();
+        let c = &self.engine.contract;
+        let spec = c.preprocess_spec();
+        let result = self
+            .ws
+            .preprocess(&photo.rgb, photo.width, photo.height, &spec)
+            .and_then(|rgb| {
+                self.batch.resize(c.tta.len() * rgb.len(), 0.0);
+                write_views(
+                    &rgb,
+                    spec.out_width,
+                    spec.out_height,
+                    &c.tta,
+                    &mut self.batch,
+                )
+            });
+        r.latency.preprocess_ms = ms(t);
+        if let Err(e) = result {
+            r.error = Some(format!("preprocessing failed: {e}"));
+            r.latency.total_ms = ms(t0);
+            return r;
+        }
+
+        let t = Instant::now();
+        let screened = self
+            .engine
+            .run(std::mem::take(&mut self.batch))
+            .and_then(|p| aggregate(&p).map_err(|e| anyhow::anyhow!("model output: {e}")))
+            .and_then(|a| {
+                Ok((
+                    decide(a.mean, r.threshold).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    a,
+                ))
+            });
+        r.latency.inference_ms = ms(t);
+        match screened {
+            Ok((d, a)) => {
+                r.outcome = match d {
+                    Decision::Refer => Outcome::Refer,
+                    Decision::NoReferral => Outcome::NoReferral,
+                };
+                r.probability = Some(a.mean);
+                r.per_view = a.per_view.to_vec();
+            }
+            Err(e) => r.error = Some(format!("{e:#}")),
+        }
+        r.latency.total_ms = ms(t0);
+        r
+    }
+}
