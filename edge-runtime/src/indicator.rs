@@ -75,3 +75,16 @@ pub fn wait_for_press(
     }
     Ok(())
 }
+
+/// Logs a screening and only then shows it: what was shown is always on disk first.
+pub fn report<G: OutputPin, R: OutputPin, A: OutputPin, B: OutputPin>(
+    log: &mut crate::record::Log,
+    indicator: &mut Indicator<G, R, A, B>,
+    record: &crate::record::Record,
+    delay: &mut impl DelayNs,
+) -> anyhow::Result<()> {
+    log.append(record)?;
+    indicator
+        .show(record.outcome, delay)
+        .map_err(|pin| anyhow::anyhow!("{pin} failed"))
+}
