@@ -1,0 +1,264 @@
+//! Host (tch) vs edge (tract) on the same photos: the shipped model against its golden file,
+//! the core's bytes from both sides, and a fresh model trained, exported and compared in this run.
+
+use std::path::{Path, PathBuf};
+
+use drscreen_core::{write_views, Workspace};
+use edge_runtime::engine::{default_model, Engine};
+use edge_runtime::record::Outcome;
+use edge_runtime::screen::Screener;
+use host_trainer::data::cache::{prepare, Cache, CacheSpec, PrepareOptions};
+use host_trainer::data::labels::{read_labels, Positive};
+use host_trainer::data::split::Split;
+use host_trainer::data::synth::{write_dataset, SynthOptions};
+use host_trainer::eval::evaluate::{evaluate, EvalOptions};
+use host_trainer::export::run::{export, ExportOptions, Golden};
+use host_trainer::paths::data_dir;
+use host_trainer::train::config::TrainConfig;
+use host_trainer::train::fit::train;
+use sha2::{Digest, Sha256};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn resolve(source: &str) -> PathBuf {
+    match source.strip_prefix("data:") {
+        Some(rel) => data_dir().join(rel),
+        None => repo().join(source),
+    }
+}
+
+/// Edge per-view probabilities, the SHA-256 of the preprocessed input, for one photo.
+fn edge_views(engine: &Engine, ws: &mut Workspace, photo: &Path) -> (Vec<f32>, String) {
+    let p = edge_runtime::decode::load_rgb8(photo).unwrap();
+    let c = &engine.contract;
+    let spec = c.preprocess_spec();
+    let rgb = ws.preprocess(&p.rgb, p.width, p.height, &spec).unwrap();
+    let mut batch = vec![0f32; c.tta.len() * rgb.len()];
+    write_views(&rgb, spec.out_width, spec.out_height, &c.tta, &mut batch).unwrap();
+    (
+        engine.run(batch).unwrap(),
+        format!("{:x}", Sha256::digest(&rgb)),
+    )
+}
+
+/// Checks a model against its golden file; returns the largest per-view difference.
+fn check_golden(model: &Path, golden: &Golden, tol: f32) -> f32 {
+    let engine = Engine::load(model).unwrap();
+    let mut ws = Workspace::default();
+    let mut worst = 0f32;
+    assert!(
+        golden.samples.len() >= 6,
+        "golden file has {} samples",
+        golden.samples.len()
+    );
+    for s in &golden.samples {
+        let photo = resolve(&s.source);
+        let bytes = std::fs::read(&photo).unwrap_or_else(|e| panic!("{}: {e}", photo.display()));
+        assert_eq!(
+            format!("{:x}", Sha256::digest(&bytes)),
+            s.file_sha256,
+            "{} changed",
+            s.source
+        );
+        let (views, input_sha) = edge_views(&engine, &mut ws, &photo);
+        assert_eq!(
+            input_sha, s.input_sha256,
+            "{}: edge preprocessing differs from the host's",
+            s.source
+        );
+        for (e, h) in views.iter().zip(&s.per_view) {
+            worst = worst.max((e - h).abs());
+        }
+        let mean = views.iter().sum::<f32>() / views.len() as f32;
+        let decision = drscreen_core::decide(mean, golden.threshold).unwrap();
+        assert_eq!(
+            decision, s.decision,
+            "{}: edge decides {decision:?} (p {mean}), host {:?} (p {})",
+            s.source, s.decision, s.probability
+        );
+    }
+    assert!(worst <= tol, "edge vs host max |diff| {worst} > {tol}");
+    worst
+}
+
+#[test]
+fn shipped_model_matches_its_golden_outputs_on_the_edge() {
+    let model = default_model();
+    let golden: Golden = serde_json::from_str(
+        &std::fs::read_to_string(model.with_extension("golden.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        golden.model_sha256,
+        format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap())),
+        "model and golden file out of step"
+    );
+    let worst = check_golden(&model, &golden, 1e-4);
+    eprintln!("shipped float model: edge vs host max |diff| {worst:.2e}");
+
+    // The full device path gives the same decisions on the real golden photos.
+    let mut s = Screener::new(Engine::load(&model).unwrap());
+    for g in golden
+        .samples
+        .iter()
+        .filter(|g| g.source.starts_with("data:"))
+    {
+        let r = s.screen_file(&resolve(&g.source));
+        let want = match g.decision {
+            drscreen_core::Decision::Refer => Outcome::Refer,
+            drscreen_core::Decision::NoReferral => Outcome::NoReferral,
+        };
+        assert_eq!(r.outcome, want, "{}", g.source);
+    }
+}
+
+#[test]
+fn core_gives_the_same_bytes_from_host_trainer_and_from_edge_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.csv");
+    let names = [
+        "IDRiD_001_train.jpg",
+        "IDRiD_140_train.jpg",
+        "IDRiD_300_train.jpg",
+        "IDRiD_413_train.jpg",
+    ];
+    let mut csv = String::from("image,level\n");
+    for (i, n) in names.iter().enumerate() {
+        csv += &format!("{n},{}\n", i % 2);
+    }
+    std::fs::write(&labels, csv).unwrap();
+    let images = data_dir().join("idrid/images");
+    let (layout, records) = read_labels(&labels, Some(&images)).unwrap();
+    let spec = CacheSpec {
+        size: 224,
+        clip_limit: 2.0,
+        tiles_x: 8,
+        tiles_y: 8,
+        interpolation: drscreen_core::Interpolation::Linear,
+    };
+    let opts = PrepareOptions {
+        positive: Positive::AnyDr,
+        val: 0.0,
+        test: 0.0,
+        seed: 1,
+        spec: spec.clone(),
+        progress: false,
+    };
+    prepare(&labels, layout, &records, &dir.path().join("cache"), &opts).unwrap();
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let train = cache.split(Split::Train).unwrap();
+    let mut ws = Workspace::default();
+    for (i, id) in train.ids.iter().enumerate() {
+        let p = edge_runtime::decode::load_rgb8(&images.join(id)).unwrap();
+        let edge = ws
+            .preprocess(&p.rgb, p.width, p.height, &spec.preprocess())
+            .unwrap();
+        assert_eq!(
+            train.image(i),
+            &edge[..],
+            "{id}: host cache and edge preprocessing differ"
+        );
+    }
+}
+
+#[test]
+fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 60,
+            seed: 99,
+            size: 256,
+        },
+    )
+    .unwrap();
+    let labels = synth.join("trainLabels.csv");
+    let (layout, records) = read_labels(&labels, None).unwrap();
+    let spec = CacheSpec {
+        size: 64,
+        clip_limit: 2.0,
+        tiles_x: 8,
+        tiles_y: 8,
+        interpolation: drscreen_core::Interpolation::Linear,
+    };
+    let cache = dir.path().join("cache");
+    let opts = PrepareOptions {
+        positive: Positive::AnyDr,
+        val: 0.3,
+        test: 0.0,
+        seed: 3,
+        spec,
+        progress: false,
+    };
+    prepare(&labels, layout, &records, &cache, &opts).unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = TrainConfig {
+        cache: cache.clone(),
+        out: run.clone(),
+        ..Default::default()
+    };
+    cfg.optim.epochs = 1;
+    cfg.optim.max_batches_per_epoch = 3;
+    train(&cfg, false, false).unwrap();
+    let eval = run.join("eval-val");
+    evaluate(&EvalOptions {
+        run: run.clone(),
+        cache,
+        split: Split::Val,
+        checkpoint: None,
+        thresholds_from: None,
+        target_sensitivity: 0.9,
+        n_boot: 20,
+        out: eval.clone(),
+        no_tta: false,
+    })
+    .unwrap();
+    // Fresh photos, not seen in training.
+    let fresh = dir.path().join("fresh");
+    write_dataset(
+        &fresh,
+        &SynthOptions {
+            n: 6,
+            seed: 1234,
+            size: 300,
+        },
+    )
+    .unwrap();
+    let golden_photos: Vec<(String, PathBuf)> = std::fs::read_dir(fresh.join("train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.display().to_string(), p))
+        .collect();
+    let model = dir.path().join("fresh.onnx");
+    let golden = export(&ExportOptions {
+        run: run.clone(),
+        checkpoint: None,
+        out: model.clone(),
+        val_metrics: eval.join("metrics.json"),
+        external_metrics: None,
+        golden: golden_photos,
+    })
+    .unwrap();
+    let worst = check_golden(&model, &golden, 1e-4);
+    eprintln!("fresh float model: edge vs host max |diff| {worst:.2e}");
+}
+
+#[test]
+fn export_refuses_bad_input_and_leaves_no_model_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let missing = export(&ExportOptions {
+        run: dir.path().join("no-run"),
+        checkpoint: None,
+        out: out.clone(),
+        val_metrics: dir.path().join("none.json"),
+        external_metrics: None,
+        golden: vec![],
+    });
+    assert!(format!("{:#}", missing.unwrap_err()).contains("run.json"));
+    assert!(!out.exists());
+}
