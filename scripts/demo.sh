@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The main job on one photo. Builds edge-runtime (release) and runs it.
-# Usage: scripts/demo.sh [PHOTO]   (default: a real IDRiD photo from the golden fixtures)
+# The main job: screen fundus photos with the shipped default model (models/drscreen-default.onnx).
+# Builds edge-runtime (release; no libtorch, no Python needed) and runs it.
+# Usage: scripts/demo.sh [PHOTO ...]
+#   default photos: a real IDRiD photo (CC BY 4.0) from the test fixtures, a synthetic grade-4
+#   photo, a degraded (blurred) copy of the real one, and a file that is not an image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
-photo="${1:-shared/tests/fixtures/core/fundus_full_IDRiD_001/input.png}"
 mkdir -p out
 cargo build --release -q -p edge-runtime
 bin=target/release/edge-runtime
-"$bin" preprocess "$photo" --stage clahe --out out/equalised.png
-"$bin" preprocess "$photo" --stage resized --out out/model-input.png
-"$bin" preprocess "$photo" --stage resized --out out/model-input.npy
-echo "wrote out/equalised.png (CLAHE on L*, full size), out/model-input.png and out/model-input.npy (what the network sees)"
+if [ "$#" -gt 0 ]; then
+  photos=("$@")
+else
+  "$bin" preprocess edge-runtime/tests/fixtures/fundus_rgb.jpg --stage clahe --out out/equalised.png
+  photos=(edge-runtime/tests/fixtures/fundus_rgb.jpg models/golden/synth_grade4.jpeg README.md)
+fi
+"$bin" screen "${photos[@]}" --log out/drscreen-results.jsonl
+echo "results log: out/drscreen-results.jsonl (one JSON line per photo, fsync'd before each line above was printed)"
