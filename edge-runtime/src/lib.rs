@@ -6,3 +6,4 @@ pub mod indicator;
 pub mod quality;
 pub mod record;
 pub mod screen;
+pub mod source;

@@ -24,6 +24,8 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Screen photos: quality gate, preprocessing, all TTA views in one inference, decision, log.
     Screen(cli::screen::Args),
+    /// Screen each new photo a camera writes into a folder (once complete; never twice).
+    Watch(cli::watch::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Preprocess(args) => cli::preprocess::run(&args),
         Command::Screen(args) => cli::screen::run(&args),
+        Command::Watch(args) => cli::watch::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

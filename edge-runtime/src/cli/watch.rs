@@ -1,0 +1,69 @@
+//! `edge-runtime watch DIR [--model FILE] [--log FILE] [--interval-ms 500] [--polls N]`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::record::Log;
+use edge_runtime::screen::Screener;
+use edge_runtime::source::watch::Watcher;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Folder the camera writes JPEG/PNG files into.
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Results log; photos already in it are not screened again after a restart.
+    #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
+    pub log: PathBuf,
+    /// Poll interval in milliseconds (a file must be unchanged over two polls).
+    #[arg(long, default_value_t = 500)]
+    pub interval_ms: u64,
+    /// Stop after this many polls (0 = run until stopped).
+    #[arg(long, default_value_t = 0)]
+    pub polls: u64,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    set_threads(a.threads);
+    let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+    let (mut log, recovered) = Log::open(&a.log)?;
+    for t in &recovered.torn {
+        eprintln!(
+            "warning: {} line {} is torn and was skipped: {}",
+            a.log.display(),
+            t.line,
+            t.error
+        );
+    }
+    let seen = recovered
+        .records
+        .iter()
+        .filter_map(|r| Some((PathBuf::from(&r.image), r.image_sha256.clone()?)));
+    let mut watcher = Watcher::new(&a.dir, seen)?;
+    let mut screener = Screener::new(engine);
+    let mut n = 0u64;
+    loop {
+        for photo in watcher.poll()? {
+            let r = screener.screen_file(&photo);
+            log.append(&r)
+                .context("the result was not shown because it could not be logged")?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", super::screen::describe(&r));
+            }
+        }
+        n += 1;
+        if a.polls > 0 && n >= a.polls {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(a.interval_ms));
+    }
+}
