@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use edge_runtime::engine::{default_model, set_threads, Engine};
-use edge_runtime::record::{Log, Outcome, Record};
+use edge_runtime::record::{Log, Outcome, Record, Recovered};
 use edge_runtime::screen::Screener;
 
 #[derive(ClapArgs, Debug)]
@@ -50,30 +50,40 @@ pub fn describe(r: &Record) -> String {
     format!("{}: {what}{p} | {:.0} ms", r.image, r.latency.total_ms)
 }
 
-pub fn run(a: &Args) -> Result<()> {
-    set_threads(a.threads);
-    let model = a.model.clone().unwrap_or_else(default_model);
-    let engine = Engine::load(&model)?;
-    let (mut log, recovered) = Log::open(&a.log)?;
+/// Opens the results log, warning about lines a crash tore.
+pub fn open_log(path: &std::path::Path) -> Result<(Log, Recovered)> {
+    let (log, recovered) = Log::open(path)?;
     for t in &recovered.torn {
         eprintln!(
             "warning: {} line {} ({} bytes) is torn and was skipped: {}",
-            a.log.display(),
+            path.display(),
             t.line,
             t.bytes,
             t.error
         );
     }
+    Ok((log, recovered))
+}
+
+/// Logs a record (fsync'd) and only then prints it.
+pub fn log_then_print(log: &mut Log, r: &Record, json: bool) -> Result<()> {
+    log.append(r)
+        .context("the result was not shown because it could not be logged")?;
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!("{}", describe(r));
+    }
+    Ok(())
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    set_threads(a.threads);
+    let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+    let (mut log, _) = open_log(&a.log)?;
     let mut screener = Screener::new(engine);
     for image in &a.images {
-        let r = screener.screen_file(image);
-        log.append(&r)
-            .with_context(|| "the result was not shown because it could not be logged")?;
-        if a.json {
-            println!("{}", serde_json::to_string(&r)?);
-        } else {
-            println!("{}", describe(&r));
-        }
+        log_then_print(&mut log, &screener.screen_file(image), a.json)?;
     }
     Ok(())
 }

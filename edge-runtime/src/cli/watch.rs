@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args as ClapArgs;
 use edge_runtime::engine::{default_model, set_threads, Engine};
-use edge_runtime::record::Log;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::watch::Watcher;
 
@@ -33,15 +32,7 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<()> {
     set_threads(a.threads);
     let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
-    let (mut log, recovered) = Log::open(&a.log)?;
-    for t in &recovered.torn {
-        eprintln!(
-            "warning: {} line {} is torn and was skipped: {}",
-            a.log.display(),
-            t.line,
-            t.error
-        );
-    }
+    let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered
         .records
         .iter()
@@ -51,14 +42,7 @@ pub fn run(a: &Args) -> Result<()> {
     let mut n = 0u64;
     loop {
         for photo in watcher.poll()? {
-            let r = screener.screen_file(&photo);
-            log.append(&r)
-                .context("the result was not shown because it could not be logged")?;
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{}", super::screen::describe(&r));
-            }
+            super::screen::log_then_print(&mut log, &screener.screen_file(&photo), a.json)?;
         }
         n += 1;
         if a.polls > 0 && n >= a.polls {
