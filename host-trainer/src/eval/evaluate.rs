@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use super::metrics::{roc_curve, Metrics, OperatingPointMetrics};
-use super::report::{write_json, write_markdown, write_roc_png};
+use super::report::{read_json, write_json, write_markdown, write_roc_png};
 use crate::data::cache::{Cache, SplitData};
 use crate::data::split::Split;
 use crate::model::Net;
@@ -146,14 +146,7 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
     let labels: Vec<bool> = preds.iter().map(|p| p.label).collect();
     let mut metrics = Metrics::compute(&scores, &labels, o.target_sensitivity, o.n_boot, 7)?;
     if let Some(tf) = &o.thresholds_from {
-        let chosen: Metrics = serde_json::from_value(
-            serde_json::from_str::<serde_json::Value>(
-                &std::fs::read_to_string(tf)
-                    .with_context(|| format!("reading {}", tf.display()))?,
-            )?["metrics"]
-                .clone(),
-        )
-        .with_context(|| format!("{} is not a metrics.json from `evaluate`", tf.display()))?;
+        let (chosen, _) = read_json(tf)?;
         metrics.max_accuracy =
             OperatingPointMetrics::at(&scores, &labels, chosen.max_accuracy.threshold)?;
         metrics.target_sensitivity =

@@ -28,6 +28,21 @@ pub fn write_json(path: &Path, metrics: &Metrics, context: &serde_json::Value) -
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
+/// Reads a file written by [`write_json`]: the metrics and their context.
+pub fn read_json(path: &Path) -> Result<(Metrics, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {} (run `host-trainer evaluate` first)",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let m = serde_json::from_value(v["metrics"].clone())
+        .with_context(|| format!("{} is not a metrics.json from `evaluate`", path.display()))?;
+    Ok((m, v["context"].clone()))
+}
+
 /// Confusion matrix as a 2x2 Markdown table: rows are the true class, columns the prediction.
 fn confusion_table(out: &mut String, c: &Confusion) {
     let _ = writeln!(out, "| true \\ predicted | normal | DR |");

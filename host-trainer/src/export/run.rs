@@ -19,6 +19,7 @@ use super::onnx::{float_model, Weights};
 use crate::data::labels::Positive;
 use crate::eval::evaluate::{load_run, Loaded};
 use crate::eval::metrics::Metrics;
+use crate::eval::report::read_json;
 
 /// One golden sample: what the host computed for a photo.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,19 +68,6 @@ fn text(s: &str) -> Text {
         }
     }
     t
-}
-
-fn read_metrics(path: &Path) -> Result<(Metrics, serde_json::Value)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "reading {} (run `host-trainer evaluate` first)",
-                path.display()
-            )
-        })?)?;
-    let m = serde_json::from_value(v["metrics"].clone())
-        .with_context(|| format!("{} is not an evaluate metrics.json", path.display()))?;
-    Ok((m, v["context"].clone()))
 }
 
 /// Named tensors of the loaded checkpoint.
@@ -170,13 +158,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))
 }
 
+/// What the host computed for one golden photo.
+struct HostViews {
+    file_sha256: String,
+    /// Preprocessed RGB8 model input.
+    rgb: Vec<u8>,
+    /// The TTA views, `views x 3 x H x W`.
+    batch: Vec<f32>,
+    /// tch probability of each view.
+    probs: Vec<f32>,
+}
+
 /// Host (tch) TTA probabilities of one photo, as the device will build them.
 fn host_views(
     loaded: &Loaded,
     contract: &ModelContract,
     ws: &mut Workspace,
     photo: &Path,
-) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>)> {
+) -> Result<HostViews> {
     let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
     let p = drscreen_core::decode::decode_rgb8(&bytes)
         .with_context(|| format!("decoding {}", photo.display()))?;
@@ -198,7 +197,12 @@ fn host_views(
         spec.out_width as i64,
     ]);
     let probs: Vec<f32> = tch::no_grad(|| loaded.net.probability(&x)).try_into()?;
-    Ok((rgb, batch, probs))
+    Ok(HostViews {
+        file_sha256: format!("{:x}", Sha256::digest(&bytes)),
+        rgb,
+        batch,
+        probs,
+    })
 }
 
 /// Exports the float model and its golden file; returns the golden record.
@@ -209,12 +213,8 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
         o.out.display()
     );
     let loaded = load_run(&o.run, o.checkpoint.as_deref(), Device::Cpu)?;
-    let (val, val_ctx) = read_metrics(&o.val_metrics)?;
-    let ext = o
-        .external_metrics
-        .as_deref()
-        .map(read_metrics)
-        .transpose()?;
+    let (val, val_ctx) = read_json(&o.val_metrics)?;
+    let ext = o.external_metrics.as_deref().map(read_json).transpose()?;
     let contract = contract(&loaded, &val, &val_ctx, ext.as_ref().map(|(m, c)| (m, c)))?;
     let json = serde_json::to_string(&contract)?;
     let proto = float_model(
@@ -237,7 +237,12 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
     let mut max_diff = 0f32;
     let mut inputs = Vec::new();
     for (label, path) in &o.golden {
-        let (rgb, batch, host) = host_views(&loaded, &contract, &mut ws, path)?;
+        let HostViews {
+            file_sha256,
+            rgb,
+            batch,
+            probs: host,
+        } = host_views(&loaded, &contract, &mut ws, path)?;
         inputs.extend_from_slice(&rgb);
         let input = tract_ndarray::Array4::from_shape_vec((n_views, 3, s, s), batch)?.into_tensor();
         let out = plan.run(tvec!(input.into()))?;
@@ -252,7 +257,7 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
         let agg = aggregate(&host)?;
         samples.push(GoldenSample {
             source: label.clone(),
-            file_sha256: format!("{:x}", Sha256::digest(std::fs::read(path)?)),
+            file_sha256,
             input_sha256: format!("{:x}", Sha256::digest(&rgb)),
             per_view: host,
             probability: agg.mean,
