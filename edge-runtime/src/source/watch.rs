@@ -74,26 +74,26 @@ impl Watcher {
                 }
             }
         }
-        let mut ready: Vec<PathBuf> = now
+        let mut stable: Vec<&PathBuf> = now
             .iter()
             .filter(|(p, st)| self.last.get(*p) == Some(st) && st.0 > 0)
-            .map(|(p, _)| p.clone())
-            .filter(|p| {
-                std::fs::read(p)
-                    .map(|b| looks_complete(&b))
-                    .unwrap_or(false)
-            })
+            .map(|(p, _)| p)
             .collect();
-        ready.sort();
-        for p in &ready {
+        stable.sort();
+        let mut ready = Vec::new();
+        for p in stable {
+            let Ok(bytes) = std::fs::read(p) else {
+                continue;
+            };
+            if !looks_complete(&bytes) {
+                continue;
+            }
             self.done.insert(p.clone());
+            let sha = format!("{:x}", Sha256::digest(&bytes));
+            if !self.logged.contains(&(p.clone(), sha)) {
+                ready.push(p.clone());
+            }
         }
-        ready.retain(|p| {
-            let sha = std::fs::read(p)
-                .map(|b| format!("{:x}", Sha256::digest(&b)))
-                .unwrap_or_default();
-            !self.logged.contains(&(p.clone(), sha))
-        });
         self.last = now;
         Ok(ready)
     }
