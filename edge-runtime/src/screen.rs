@@ -53,6 +53,14 @@ impl Screener {
         }
     }
 
+    /// An ungradable record for a photo that could not be screened at all (a file that stayed
+    /// incomplete, a camera that gave no frame); `reason` says why and what to do next.
+    pub fn ungradable(&self, image: &str, sha256: Option<String>, reason: String) -> Record {
+        let mut r = self.record(image, sha256);
+        r.error = Some(reason);
+        r
+    }
+
     /// Screens a file; an unreadable file is an ungradable record.
     pub fn screen_file(&mut self, path: &Path) -> Record {
         let t0 = Instant::now();

@@ -1,4 +1,5 @@
-//! `edge-runtime watch DIR [--model FILE] [--log FILE] [--interval-ms 500] [--polls N]`.
+//! `edge-runtime watch DIR [--model FILE] [--log FILE] [--interval-ms 500] [--polls N]
+//! [--incomplete-after-s 30]`.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use anyhow::Result;
 use clap::Args as ClapArgs;
 use edge_runtime::engine::{default_model, set_threads, Engine};
 use edge_runtime::screen::Screener;
-use edge_runtime::source::watch::Watcher;
+use edge_runtime::source::watch::{Found, Watcher};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -20,6 +21,10 @@ pub struct Args {
     /// Poll interval in milliseconds (a file must be unchanged over two polls).
     #[arg(long, default_value_t = 500)]
     pub interval_ms: u64,
+    /// Report a file that stays incomplete (never ends as a JPEG/PNG ends) this many seconds
+    /// without a change as ungradable, once.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub incomplete_after_s: u64,
     /// Stop after this many polls (0 = run until stopped).
     #[arg(long, default_value_t = 0)]
     pub polls: u64,
@@ -37,12 +42,26 @@ pub fn run(a: &Args) -> Result<()> {
         .records
         .iter()
         .filter_map(|r| Some((PathBuf::from(&r.image), r.image_sha256.clone()?)));
-    let mut watcher = Watcher::new(&a.dir, seen)?;
+    let mut watcher = Watcher::new(&a.dir, seen)?
+        .incomplete_after(std::time::Duration::from_secs(a.incomplete_after_s));
     let mut screener = Screener::new(engine);
     let mut n = 0u64;
     loop {
-        for photo in watcher.poll()? {
-            super::screen::log_then_print(&mut log, &screener.screen_file(&photo), a.json)?;
+        for found in watcher.poll()? {
+            let record = match found {
+                Found::Photo(photo) => screener.screen_file(&photo),
+                Found::StayedIncomplete {
+                    path,
+                    sha256,
+                    bytes,
+                    stalled,
+                } => screener.ungradable(
+                    &path.display().to_string(),
+                    Some(sha256),
+                    Found::reason(bytes, stalled),
+                ),
+            };
+            super::screen::log_then_print(&mut log, &record, a.json)?;
         }
         n += 1;
         if a.polls > 0 && n >= a.polls {

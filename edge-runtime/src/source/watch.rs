@@ -3,13 +3,21 @@
 //! file ends (JPEG `FF D9`, PNG `IEND` chunk). Files already in the results log with the same path
 //! *and* content hash are not screened again, so a restart never screens a photo twice, while a
 //! camera that reuses a file name for a new photo still gets it screened.
+//!
+//! A file that stops changing but never ends as a photo ends (the camera died mid-write, the card
+//! was pulled out) is handed out once, after [`Watcher::incomplete_after`] without a change, to be
+//! reported as ungradable; its path and hash go into the log like a screening's, so a restart does
+//! not report it again. If it changes later (the camera finishes it after all), it is watched anew.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
+
+/// How long a file may stay unchanged and incomplete before it is reported (`watch` default).
+pub const INCOMPLETE_AFTER: Duration = Duration::from_secs(30);
 
 /// Whether the bytes end as a whole JPEG or PNG file does.
 pub fn looks_complete(bytes: &[u8]) -> bool {
@@ -26,19 +34,74 @@ pub fn looks_complete(bytes: &[u8]) -> bool {
     true
 }
 
-fn is_photo(p: &Path) -> bool {
+/// Whether the name says JPEG or PNG (`.jpg`, `.jpeg`, `.png`, any case).
+pub fn is_photo(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-/// Polls a folder and hands out each complete, not yet screened photo once.
+/// What one poll found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Complete, stable and not screened before: screen it.
+    Photo(PathBuf),
+    /// Unchanged for `stalled` but never ended as a JPEG/PNG ends (or still empty): report it
+    /// once as ungradable ([`Found::reason`]).
+    StayedIncomplete {
+        path: PathBuf,
+        /// SHA-256 of the bytes it stayed at (goes into the record, so a restart skips it).
+        sha256: String,
+        bytes: u64,
+        stalled: Duration,
+    },
+}
+
+impl Found {
+    pub fn path(&self) -> &Path {
+        match self {
+            Found::Photo(p) | Found::StayedIncomplete { path: p, .. } => p,
+        }
+    }
+
+    /// Why a file that stayed incomplete is not screened, and what to do.
+    pub fn reason(bytes: u64, stalled: Duration) -> String {
+        format!(
+            "file stayed incomplete (truncated, {bytes} bytes) for {} s: the camera did not finish writing it; take the photo again",
+            stalled.as_secs()
+        )
+    }
+}
+
+/// A file as one poll saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    size: u64,
+    mtime: Option<SystemTime>,
+    /// When this size and mtime were first seen.
+    since: Instant,
+    /// Read in this state and found incomplete (not read again until it changes or times out).
+    incomplete: bool,
+}
+
+impl Seen {
+    fn same_state(&self, size: u64, mtime: Option<SystemTime>) -> bool {
+        self.size == size && self.mtime == mtime
+    }
+}
+
+/// Polls a folder and hands out each complete, not yet screened photo once, and each file that
+/// stayed incomplete once.
 #[derive(Debug)]
 pub struct Watcher {
     dir: PathBuf,
-    /// (path, size, mtime) seen on the previous poll, for the stability check.
-    last: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    incomplete_after: Duration,
+    /// Files seen on the previous poll, for the stability and stall checks.
+    last: HashMap<PathBuf, Seen>,
+    /// Complete files already handed out (or found in the log).
     done: HashSet<PathBuf>,
+    /// Files reported as incomplete, with the size and mtime they were reported at.
+    reported: HashMap<PathBuf, (u64, Option<SystemTime>)>,
     logged: HashSet<(PathBuf, String)>,
 }
 
@@ -52,15 +115,36 @@ impl Watcher {
             .with_context(|| format!("cannot watch {}: not a readable folder", dir.display()))?;
         Ok(Watcher {
             dir: dir.to_path_buf(),
+            incomplete_after: INCOMPLETE_AFTER,
             last: HashMap::new(),
             done: HashSet::new(),
+            reported: HashMap::new(),
             logged: already_screened.into_iter().collect(),
         })
     }
 
-    /// One poll: the photos that became complete since the last poll, in name order.
-    pub fn poll(&mut self) -> Result<Vec<PathBuf>> {
-        let mut now = HashMap::new();
+    /// How long a file must stay unchanged and incomplete before it is reported
+    /// (default [`INCOMPLETE_AFTER`]).
+    pub fn incomplete_after(mut self, d: Duration) -> Self {
+        self.incomplete_after = d;
+        self
+    }
+
+    /// The watched folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One poll now.
+    pub fn poll(&mut self) -> Result<Vec<Found>> {
+        self.poll_at(Instant::now())
+    }
+
+    /// One poll, with `now` as the current time (tests pass their own clock): the photos that
+    /// became complete since the last poll and the files that stayed incomplete too long, in
+    /// name order.
+    pub fn poll_at(&mut self, now: Instant) -> Result<Vec<Found>> {
+        let mut seen = HashMap::new();
         let entries = std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading {}", self.dir.display()))?;
         for e in entries.flatten() {
@@ -68,34 +152,73 @@ impl Watcher {
             if !is_photo(&p) || self.done.contains(&p) {
                 continue;
             }
-            if let Ok(m) = e.metadata() {
-                if m.is_file() {
-                    now.insert(p, (m.len(), m.modified().ok()));
+            let Ok(m) = e.metadata() else { continue };
+            if !m.is_file() {
+                continue;
+            }
+            let (size, mtime) = (m.len(), m.modified().ok());
+            if self.reported.get(&p) == Some(&(size, mtime)) {
+                continue;
+            }
+            self.reported.remove(&p);
+            let s = match self.last.get(&p) {
+                Some(s) if s.same_state(size, mtime) => *s,
+                _ => Seen {
+                    size,
+                    mtime,
+                    since: now,
+                    incomplete: false,
+                },
+            };
+            seen.insert(p, s);
+        }
+        let mut stable: Vec<PathBuf> = seen
+            .iter()
+            .filter(|(p, s)| {
+                self.last
+                    .get(*p)
+                    .is_some_and(|l| l.same_state(s.size, s.mtime))
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        stable.sort();
+        let mut found = Vec::new();
+        for p in stable {
+            let Some(s) = seen.get_mut(&p) else { continue };
+            let stalled = now.saturating_duration_since(s.since);
+            let timed_out = stalled >= self.incomplete_after;
+            if s.incomplete && !timed_out {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            let complete = !bytes.is_empty() && looks_complete(&bytes);
+            if !complete && !timed_out {
+                s.incomplete = true;
+                continue;
+            }
+            let sha = format!("{:x}", Sha256::digest(&bytes));
+            let logged = self.logged.contains(&(p.clone(), sha.clone()));
+            if complete {
+                self.done.insert(p.clone());
+                if !logged {
+                    found.push(Found::Photo(p));
+                }
+            } else {
+                self.reported.insert(p.clone(), (s.size, s.mtime));
+                if !logged {
+                    found.push(Found::StayedIncomplete {
+                        path: p,
+                        sha256: sha,
+                        bytes: bytes.len() as u64,
+                        stalled,
+                    });
                 }
             }
         }
-        let mut stable: Vec<&PathBuf> = now
-            .iter()
-            .filter(|(p, st)| self.last.get(*p) == Some(st) && st.0 > 0)
-            .map(|(p, _)| p)
-            .collect();
-        stable.sort();
-        let mut ready = Vec::new();
-        for p in stable {
-            let Ok(bytes) = std::fs::read(p) else {
-                continue;
-            };
-            if !looks_complete(&bytes) {
-                continue;
-            }
-            self.done.insert(p.clone());
-            let sha = format!("{:x}", Sha256::digest(&bytes));
-            if !self.logged.contains(&(p.clone(), sha)) {
-                ready.push(p.clone());
-            }
-        }
-        self.last = now;
-        Ok(ready)
+        self.last = seen;
+        Ok(found)
     }
 }
 
@@ -103,9 +226,7 @@ impl Watcher {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_file_is_handed_out_once_only_when_complete_and_stable() {
-        let dir = tempfile::tempdir().unwrap();
+    fn jpeg() -> Vec<u8> {
         let mut jpeg = Vec::new();
         image::RgbImage::from_pixel(64, 64, image::Rgb([200, 80, 30]))
             .write_to(
@@ -113,35 +234,128 @@ mod tests {
                 image::ImageFormat::Jpeg,
             )
             .unwrap();
+        jpeg
+    }
+
+    fn photos(found: Vec<Found>) -> Vec<PathBuf> {
+        found
+            .into_iter()
+            .map(|f| match f {
+                Found::Photo(p) => p,
+                other => panic!("expected a complete photo, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_is_handed_out_once_only_when_complete_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = jpeg();
         let p = dir.path().join("a.jpg");
         std::fs::write(&p, &jpeg[..jpeg.len() / 2]).unwrap();
         let mut w = Watcher::new(dir.path(), []).unwrap();
-        assert!(w.poll().unwrap().is_empty(), "first sight: not yet stable");
         assert!(
-            w.poll().unwrap().is_empty(),
+            photos(w.poll().unwrap()).is_empty(),
+            "first sight: not yet stable"
+        );
+        assert!(
+            photos(w.poll().unwrap()).is_empty(),
             "stable but truncated: never screened half a file"
         );
         std::fs::write(&p, &jpeg).unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
-        let first = w.poll().unwrap();
+        let first = photos(w.poll().unwrap());
         assert!(first.is_empty(), "size changed: wait one more poll");
-        assert_eq!(w.poll().unwrap(), vec![p.clone()]);
-        assert!(w.poll().unwrap().is_empty(), "handed out once");
+        assert_eq!(photos(w.poll().unwrap()), vec![p.clone()]);
+        assert!(photos(w.poll().unwrap()).is_empty(), "handed out once");
         let sha = format!("{:x}", Sha256::digest(&jpeg));
         let mut restarted = Watcher::new(dir.path(), [(p.clone(), sha)]).unwrap();
-        restarted.poll().unwrap();
+        photos(restarted.poll().unwrap());
         assert!(
-            restarted.poll().unwrap().is_empty(),
+            photos(restarted.poll().unwrap()).is_empty(),
             "already in the log: not screened again"
         );
         let mut renamed_reuse =
             Watcher::new(dir.path(), [(p.clone(), "another photo".to_string())]).unwrap();
-        renamed_reuse.poll().unwrap();
+        photos(renamed_reuse.poll().unwrap());
         assert_eq!(
-            renamed_reuse.poll().unwrap(),
+            photos(renamed_reuse.poll().unwrap()),
             vec![p.clone()],
             "same name, new photo: screened"
         );
         assert!(Watcher::new(&dir.path().join("missing"), []).is_err());
+    }
+
+    #[test]
+    fn a_file_that_stays_incomplete_is_reported_once_after_the_timeout_and_never_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = jpeg();
+        let half = &jpeg[..jpeg.len() / 2];
+        let p = dir.path().join("cut.jpg");
+        std::fs::write(&p, half).unwrap();
+        std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+        let after = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = Watcher::new(dir.path(), [])
+            .unwrap()
+            .incomplete_after(after);
+        assert_eq!(w.poll_at(at(0)).unwrap(), []);
+        assert_eq!(
+            w.poll_at(at(1)).unwrap(),
+            [],
+            "stable, incomplete, not yet timed out"
+        );
+        assert_eq!(w.poll_at(at(29)).unwrap(), []);
+        let found = w.poll_at(at(31)).unwrap();
+        let sha = format!("{:x}", Sha256::digest(half));
+        assert_eq!(
+            found,
+            [
+                Found::StayedIncomplete {
+                    path: p.clone(),
+                    sha256: sha.clone(),
+                    bytes: half.len() as u64,
+                    stalled: Duration::from_secs(31),
+                },
+                Found::StayedIncomplete {
+                    path: dir.path().join("empty.png"),
+                    sha256: format!("{:x}", Sha256::digest(b"")),
+                    bytes: 0,
+                    stalled: Duration::from_secs(31),
+                },
+            ]
+        );
+        assert!(
+            Found::reason(half.len() as u64, Duration::from_secs(31)).starts_with(&format!(
+                "file stayed incomplete (truncated, {} bytes) for 31 s",
+                half.len()
+            ))
+        );
+        assert_eq!(w.poll_at(at(100)).unwrap(), [], "reported once");
+        assert_eq!(w.poll_at(at(1000)).unwrap(), [], "reported once");
+
+        // A restart reads (path, hash) back from the log: the same truncated file stays quiet.
+        let mut restarted = Watcher::new(dir.path(), [(p.clone(), sha)])
+            .unwrap()
+            .incomplete_after(after);
+        let empty = restarted
+            .poll_at(at(0))
+            .and_then(|_| restarted.poll_at(at(40)))
+            .unwrap();
+        assert_eq!(
+            empty.iter().map(Found::path).collect::<Vec<_>>(),
+            [dir.path().join("empty.png").as_path()],
+            "only the file not in the log is reported"
+        );
+        assert_eq!(restarted.poll_at(at(80)).unwrap(), []);
+
+        // The camera finishes the file after all: it is a new photo and gets screened.
+        std::fs::write(&p, &jpeg).unwrap();
+        assert_eq!(restarted.poll_at(at(81)).unwrap(), []);
+        assert_eq!(
+            restarted.poll_at(at(82)).unwrap(),
+            [Found::Photo(p.clone())]
+        );
     }
 }
