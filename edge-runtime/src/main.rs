@@ -26,6 +26,9 @@ enum Command {
     Screen(cli::screen::Args),
     /// Screen each new photo a camera writes into a folder (once complete; never twice).
     Watch(cli::watch::Args),
+    /// The clinic loop on a Pi: capture button -> photo -> screening -> log -> LEDs (feature `rpi`).
+    #[cfg(feature = "rpi")]
+    Device(cli::device::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +37,8 @@ fn main() -> std::process::ExitCode {
         Command::Preprocess(args) => cli::preprocess::run(&args),
         Command::Screen(args) => cli::screen::run(&args),
         Command::Watch(args) => cli::watch::run(&args),
+        #[cfg(feature = "rpi")]
+        Command::Device(args) => cli::device::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,6 @@
 //! One module per subcommand.
+#[cfg(feature = "rpi")]
+pub mod device;
 pub mod preprocess;
 pub mod screen;
 pub mod watch;
