@@ -26,6 +26,9 @@ enum Command {
     Screen(cli::screen::Args),
     /// Screen each new photo a camera writes into a folder (once complete; never twice).
     Watch(cli::watch::Args),
+    /// One frame from a V4L2 camera, saved and/or screened (feature `capture`).
+    #[cfg(feature = "capture")]
+    Capture(cli::capture::Args),
     /// The clinic loop on a Pi: capture button -> photo -> screening -> log -> LEDs (feature `rpi`).
     #[cfg(feature = "rpi")]
     Device(cli::device::Args),
@@ -37,6 +40,8 @@ fn main() -> std::process::ExitCode {
         Command::Preprocess(args) => cli::preprocess::run(&args),
         Command::Screen(args) => cli::screen::run(&args),
         Command::Watch(args) => cli::watch::run(&args),
+        #[cfg(feature = "capture")]
+        Command::Capture(args) => cli::capture::run(&args),
         #[cfg(feature = "rpi")]
         Command::Device(args) => cli::device::run(&args),
     };

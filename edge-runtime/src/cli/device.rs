@@ -1,24 +1,35 @@
-//! `edge-runtime device --camera-dir DIR [--log FILE] [--model FILE] [pins...]` (feature `rpi`):
+//! `edge-runtime device --camera-dir DIR | --video /dev/videoN [--log FILE] [--model FILE]
+//! [pins...]` (feature `rpi`; `--video` with feature `capture`):
 //! the clinic loop on a Pi. Wait for the capture button, take the photo, screen it, log it
 //! (fsync'd), then light green (no referral), red (refer) or amber (ungradable, retake).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::Args as ClapArgs;
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args as ClapArgs};
 use edge_runtime::device::{rpi, Device, Pins, SleepDelay};
 use edge_runtime::engine::{default_model, set_threads, Engine};
 use edge_runtime::screen::Screener;
 use edge_runtime::source::folder::{self, FolderCamera};
 use edge_runtime::source::watch::Watcher;
+use edge_runtime::source::Camera;
 
 #[derive(ClapArgs, Debug)]
+#[command(group(ArgGroup::new("camera").required(true)))]
 pub struct Args {
     /// Folder the fundus camera writes its JPEG/PNG photos into: each press takes the newest
     /// complete photo not screened before.
-    #[arg(long)]
-    pub camera_dir: PathBuf,
+    #[arg(long, group = "camera")]
+    pub camera_dir: Option<PathBuf>,
+    /// V4L2 camera to take a frame from at each press (instead of --camera-dir).
+    #[cfg(feature = "capture")]
+    #[arg(long, group = "camera")]
+    pub video: Option<PathBuf>,
+    /// With --video: folder each captured photo is saved into (the record names the file).
+    #[cfg(feature = "capture")]
+    #[arg(long, default_value = "drscreen-photos")]
+    pub photo_dir: PathBuf,
     /// Seconds a press waits for the camera to finish writing a photo.
     #[arg(long, default_value_t = folder::PHOTO_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub photo_wait_s: u64,
@@ -59,6 +70,29 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The photo source the flags name.
+fn camera(a: &Args, seen: impl IntoIterator<Item = (PathBuf, String)>) -> Result<Box<dyn Camera>> {
+    #[cfg(feature = "capture")]
+    if let Some(video) = &a.video {
+        return Ok(Box::new(edge_runtime::source::v4l2::V4l2Camera {
+            device: video.clone(),
+            photo_dir: a.photo_dir.clone(),
+            skip: edge_runtime::source::v4l2::SKIP_FRAMES,
+            timeout: edge_runtime::source::v4l2::FRAME_TIMEOUT,
+        }));
+    }
+    let Some(dir) = &a.camera_dir else {
+        bail!("give --camera-dir DIR (or --video /dev/videoN with the capture feature)");
+    };
+    let watcher = Watcher::new(dir, seen)
+        .context("--camera-dir must be the folder the camera writes into")?
+        .incomplete_after(Duration::from_secs(a.incomplete_after_s));
+    let mut camera = FolderCamera::new(watcher);
+    camera.wait = Duration::from_secs(a.photo_wait_s);
+    camera.max_age = Duration::from_secs(a.photo_max_age_s);
+    Ok(Box::new(camera))
+}
+
 pub fn run(a: &Args) -> Result<()> {
     let pins = Pins {
         green: a.green_pin,
@@ -75,12 +109,7 @@ pub fn run(a: &Args) -> Result<()> {
         .records
         .iter()
         .filter_map(|r| Some((PathBuf::from(&r.image), r.image_sha256.clone()?)));
-    let watcher = Watcher::new(&a.camera_dir, seen)
-        .context("--camera-dir must be the folder the camera writes into")?
-        .incomplete_after(Duration::from_secs(a.incomplete_after_s));
-    let mut camera = FolderCamera::new(watcher);
-    camera.wait = Duration::from_secs(a.photo_wait_s);
-    camera.max_age = Duration::from_secs(a.photo_max_age_s);
+    let mut camera = camera(a, seen)?;
     let mut screener = Screener::new(engine);
 
     let (indicator, button) = rpi::open(&pins)?;
@@ -91,13 +120,12 @@ pub fn run(a: &Args) -> Result<()> {
     };
     device.start()?;
     eprintln!(
-        "ready: press the button (BCM {}) after taking a photo into {}",
-        pins.button,
-        a.camera_dir.display()
+        "ready: press the button (BCM {}) to screen a photo",
+        pins.button
     );
     let mut n = 0u64;
     loop {
-        let r = device.press(&mut camera, &mut screener, &mut log)?;
+        let r = device.press(camera.as_mut(), &mut screener, &mut log)?;
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

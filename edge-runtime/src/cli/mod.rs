@@ -1,4 +1,6 @@
 //! One module per subcommand.
+#[cfg(feature = "capture")]
+pub mod capture;
 #[cfg(feature = "rpi")]
 pub mod device;
 pub mod preprocess;

@@ -2,6 +2,9 @@
 //! (feature `capture`) a V4L2 camera. The device loop takes one photo per button press through
 //! [`Camera`].
 pub mod folder;
+pub mod frame;
+#[cfg(feature = "capture")]
+pub mod v4l2;
 pub mod watch;
 
 /// A photo taken for one button press.
