@@ -95,6 +95,42 @@ pub struct DataSummary {
     pub external_auc: Option<f32>,
 }
 
+/// Number format of a model file's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Precision {
+    #[default]
+    Float32,
+    /// Static int8: int8 weights, uint8 activations.
+    Int8,
+}
+
+/// Which file of an export a device loads by default, and why.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Deployment {
+    /// This file's number format.
+    pub precision: Precision,
+    /// The format a device should load by default (the faster one in tract, measured at export).
+    pub device_default: Precision,
+    /// tract latency of one batch of all TTA views, float and int8, as measured at export
+    /// (milliseconds, one thread; `None` when only one format was built).
+    pub tract_ms_float: Option<f32>,
+    pub tract_ms_int8: Option<f32>,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            precision: Precision::Float32,
+            device_default: Precision::Float32,
+            tract_ms_float: None,
+            tract_ms_int8: None,
+        }
+    }
+}
+
 /// The contract one model file carries.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -112,6 +148,9 @@ pub struct ModelContract {
     /// The output is a probability of the positive class (sigmoid inside the model).
     pub output_is_probability: bool,
     pub data: DataSummary,
+    /// Number format of this file and the device default (absent in older files: float32).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub deployment: Deployment,
 }
 
 impl Default for ModelContract {
@@ -142,6 +181,7 @@ impl Default for ModelContract {
             positive_class: PositiveClass::AnyDr,
             output_is_probability: true,
             data: DataSummary::default(),
+            deployment: Deployment::default(),
         }
     }
 }
