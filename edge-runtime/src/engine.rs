@@ -97,6 +97,23 @@ impl Engine {
         })
     }
 
+    /// A note for the operator when this file is not the format the export named as the device
+    /// default (an int8 file that tract runs slower than its float twin, say).
+    pub fn deployment_note(&self) -> Option<String> {
+        let d = &self.contract.deployment;
+        (d.precision != d.device_default).then(|| {
+            let ms = |v: Option<f32>| v.map_or("?".to_string(), |v| format!("{v:.0} ms"));
+            format!(
+                "{} is {:?}, but its export names {:?} as the device default (tract, all views: float {}, int8 {})",
+                self.path.display(),
+                d.precision,
+                d.device_default,
+                ms(d.tract_ms_float),
+                ms(d.tract_ms_int8)
+            )
+        })
+    }
+
     /// Runs one batch (`views x 3 x H x W` floats, as [`drscreen_core::write_views`] writes it)
     /// and returns one probability per view.
     pub fn run(&self, batch: Vec<f32>) -> Result<Vec<f32>> {

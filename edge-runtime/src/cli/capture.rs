@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::v4l2::{capture, FRAME_TIMEOUT, SKIP_FRAMES};
 
@@ -58,7 +58,7 @@ pub fn run(a: &Args) -> Result<()> {
     // Load the model before the camera: a model error should not cost a photo.
     let screening = if a.screen {
         set_threads(a.threads);
-        let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+        let engine = super::load_engine(a.model.as_deref())?;
         let (log, _) = super::screen::open_log(&a.log)?;
         Some((Screener::new(engine), log))
     } else {

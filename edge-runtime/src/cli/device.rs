@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args as ClapArgs};
 use edge_runtime::device::{rpi, Device, Pins, SleepDelay};
-use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::folder::{self, FolderCamera};
 use edge_runtime::source::watch::Watcher;
@@ -103,7 +103,7 @@ pub fn run(a: &Args) -> Result<()> {
     };
     pins.check()?;
     set_threads(a.threads);
-    let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+    let engine = super::load_engine(a.model.as_deref())?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered
         .records

@@ -6,3 +6,16 @@ pub mod device;
 pub mod preprocess;
 pub mod screen;
 pub mod watch;
+
+/// Loads the model (`--model`, else the shipped default) and says so when it is not the format
+/// its export names as the device default.
+pub fn load_engine(
+    model: Option<&std::path::Path>,
+) -> anyhow::Result<edge_runtime::engine::Engine> {
+    let path = model.map_or_else(edge_runtime::engine::default_model, |p| p.to_path_buf());
+    let engine = edge_runtime::engine::Engine::load(&path)?;
+    if let Some(note) = engine.deployment_note() {
+        eprintln!("note: {note}");
+    }
+    Ok(engine)
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::engine::set_threads;
 use edge_runtime::record::{Log, Outcome, Record, Recovered};
 use edge_runtime::screen::Screener;
 
@@ -79,7 +79,7 @@ pub fn log_then_print(log: &mut Log, r: &Record, json: bool) -> Result<()> {
 
 pub fn run(a: &Args) -> Result<()> {
     set_threads(a.threads);
-    let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+    let engine = super::load_engine(a.model.as_deref())?;
     let (mut log, _) = open_log(&a.log)?;
     let mut screener = Screener::new(engine);
     for image in &a.images {

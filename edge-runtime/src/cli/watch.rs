@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use edge_runtime::engine::{default_model, set_threads, Engine};
+use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::watch::{Found, Watcher};
 
@@ -36,7 +36,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     set_threads(a.threads);
-    let engine = Engine::load(&a.model.clone().unwrap_or_else(default_model))?;
+    let engine = super::load_engine(a.model.as_deref())?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered
         .records
