@@ -6,8 +6,13 @@
 For each model: `onnx.checker.check_model(full_check=True)`, the contract JSON in metadata_props,
 then the golden inputs (NAME.golden-inputs.npy: the preprocessed RGB8 photos) expanded into the
 contract's TTA views in NumPy (float32, /255, flips, brightness x factor clipped to [0,1]) and run
-in onnxruntime (one thread). Per-view probabilities must match the host's (tch) golden values
-within --tol (float default 1e-4). Exits non-zero on any failure.
+in onnxruntime (one thread).
+- float32 model: per-view probabilities must match the host's (tch) golden values within --tol
+  (default 1e-4);
+- int8 model: they must match tract's outputs for the same file (the golden file's
+  `tract_per_view`, recorded at export) within --int8-tol (default 1/255, one 8-bit step of the
+  probability); the distance to the host's float values is reported beside it.
+Exits non-zero on any failure.
 """
 import argparse
 import json
@@ -41,7 +46,7 @@ def views(rgb, tta):
     return np.ascontiguousarray(np.stack(out), dtype=np.float32)
 
 
-def check(model_path, tol):
+def check(model_path, tol, int8_tol):
     model = onnx.load(str(model_path))
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -51,14 +56,24 @@ def check(model_path, tol):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    worst = 0.0
+    int8 = golden.get("precision", "float32") == "int8"
+    worst = vs_host = 0.0
+    n = 0
     for sample, rgb in zip(golden["samples"], inputs):
         p = sess.run(None, {"input": views(rgb, contract["tta"])})[0].ravel()
-        worst = max(worst, float(np.abs(p - np.array(sample["per_view"], np.float32)).max()))
-    ok = worst <= tol
+        host = np.array(sample["per_view"], np.float32)
+        ref = np.array(sample["tract_per_view"], np.float32) if int8 else host
+        worst = max(worst, float(np.abs(p - ref).max()))
+        vs_host = max(vs_host, float(np.abs(p - host).max()))
+        n += 1
+    bound = int8_tol if int8 else tol
+    ok = worst <= bound
+    against = "tract (same file)" if int8 else "host golden"
+    extra = f"; vs host float max |diff| {vs_host:.2e}" if int8 else ""
     print(f"{model_path.name}: onnx.checker ok, contract v{contract['contract_version']} "
-          f"{contract['input']['width']}px, onnxruntime {ort.__version__} vs host golden on "
-          f"{len(golden['samples'])} photos: max |diff| {worst:.2e} ({'ok' if ok else f'FAIL > {tol}'})")
+          f"{contract['input']['width']}px {'int8' if int8 else 'float32'}, onnxruntime "
+          f"{ort.__version__} vs {against} on {n} photos: max |diff| {worst:.2e} "
+          f"({'ok' if ok else f'FAIL > {bound}'}){extra}")
     return ok
 
 
@@ -66,11 +81,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*", type=pathlib.Path)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--int8-tol", type=float, default=1.0 / 255.0)
     a = ap.parse_args()
     models = a.models or sorted((ROOT / "models").glob("*.onnx"))
     if not models:
         sys.exit("no models given and none in models/")
-    sys.exit(0 if all([check(m, a.tol) for m in models]) else 1)
+    sys.exit(0 if all([check(m, a.tol, a.int8_tol) for m in models]) else 1)
 
 
 if __name__ == "__main__":

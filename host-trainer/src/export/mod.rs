@@ -1,3 +1,4 @@
 //! Export: the trained network as ONNX that carries its contract, and its golden outputs.
 pub mod onnx;
+pub mod quantize;
 pub mod run;

@@ -13,7 +13,7 @@ use tract_onnx::pb::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use crate::model::arch::{Arch, ConvUnit, BN_EPS};
+use crate::model::arch::{Arch, Block, ConvUnit, BN_EPS};
 
 /// ONNX opset written (Clip with min/max inputs, opset-13 semantics throughout).
 pub const OPSET: i64 = 13;
@@ -78,6 +78,8 @@ pub struct Graph {
     pub nodes: Vec<NodeProto>,
     pub inits: Vec<TensorProto>,
     n: usize,
+    /// Scalar constants already written, by name.
+    scalars: std::collections::HashSet<String>,
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -109,6 +111,32 @@ impl Graph {
             dims: dims.to_vec(),
             data_type: DataType::Float as i32,
             float_data: data,
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// A float scalar constant, written once however often it is asked for.
+    pub fn scalar_f32(&mut self, name: &str, v: f32) -> String {
+        if self.scalars.insert(name.to_string()) {
+            self.init_f32(name, &[], vec![v]);
+        }
+        name.into()
+    }
+
+    /// An integer tensor (`UINT8`, `INT8`, `INT32`) stored little-endian in `raw_data`.
+    pub fn init_raw(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        data_type: DataType,
+        raw: Vec<u8>,
+    ) -> String {
+        self.inits.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type as i32,
+            raw_data: raw,
             ..Default::default()
         });
         name.into()
@@ -167,52 +195,131 @@ fn value_info(name: &str, dims: &[tensor_shape_proto::dimension::Value]) -> Valu
     }
 }
 
-/// The float network; `conv` writes one folded convolution (the int8 exporter swaps it).
-pub fn build_graph(
-    arch: &Arch,
-    w: &Weights,
-    g: &mut Graph,
-    mut conv: impl FnMut(&mut Graph, &ConvUnit, &str, Vec<f32>, Vec<f32>) -> Result<String>,
-    mut add: impl FnMut(&mut Graph, &str, &str) -> Result<String>,
-) -> Result<String> {
-    let two = g.init_f32("const_two", &[], vec![2.0]);
-    let minus_one = g.init_f32("const_minus_one", &[], vec![-1.0]);
-    let zero = g.init_f32("const_zero", &[], vec![0.0]);
-    let six = g.init_f32("const_six", &[], vec![6.0]);
-    let scaled = g.node("Mul", &[INPUT, &two], vec![], "scale");
-    let mut x = g.node("Add", &[&scaled, &minus_one], vec![], "shift");
+/// How the backbone is written: the float model and the int8 model share everything else.
+pub trait Emit {
+    /// The backbone's first tensor, from the `[0,1]` input.
+    fn stem(&mut self, g: &mut Graph) -> Result<String>;
+    /// One convolution unit with BatchNorm folded in (`w` OIHW, `bias`), and its ReLU6 if it has one.
+    fn unit(
+        &mut self,
+        g: &mut Graph,
+        u: &ConvUnit,
+        x: &str,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Result<String>;
+    /// A block's residual sum `a + b`.
+    fn residual(&mut self, g: &mut Graph, block: &Block, a: &str, b: &str) -> Result<String>;
+    /// The last backbone tensor as float features for the pooling.
+    fn features(&mut self, g: &mut Graph, x: &str) -> Result<String>;
+    /// One dense layer of the head: `x W^T + b`, `w` is `[cout, cin]`.
+    fn dense(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        x: &str,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        dims: [i64; 2],
+    ) -> Result<String> {
+        let wn = g.init_f32(&format!("{name}.w"), &dims, w);
+        let bn = g.init_f32(&format!("{name}.b"), &dims[..1], b);
+        Ok(g.node("Gemm", &[x, &wn, &bn], vec![attr_int("transB", 1)], "dense"))
+    }
+}
+
+/// The float backbone: `Conv`, `Clip(0, 6)`, `Add`. It remembers the tensors calibration
+/// measures (`taps`: key, tensor name), by unit and block name.
+#[derive(Debug, Default)]
+pub struct FloatEmit {
+    pub taps: Vec<(String, String)>,
+    /// The stem's output (`2x - 1`).
+    pub stem_output: String,
+}
+
+/// Calibration key of a unit's output.
+pub fn unit_key(u: &ConvUnit) -> String {
+    u.conv.clone()
+}
+
+/// Calibration key of a block's residual sum.
+pub fn residual_key(b: &Block) -> String {
+    format!("{}.residual", b.name)
+}
+
+impl Emit for FloatEmit {
+    fn stem(&mut self, g: &mut Graph) -> Result<String> {
+        let two = g.scalar_f32("const_two", 2.0);
+        let minus_one = g.scalar_f32("const_minus_one", -1.0);
+        let scaled = g.node("Mul", &[INPUT, &two], vec![], "scale");
+        self.stem_output = g.node("Add", &[&scaled, &minus_one], vec![], "shift");
+        Ok(self.stem_output.clone())
+    }
+
+    fn unit(
+        &mut self,
+        g: &mut Graph,
+        u: &ConvUnit,
+        x: &str,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Result<String> {
+        let k = u.kernel as i64;
+        let wn = g.init_f32(
+            &format!("{}.w", u.conv),
+            &[u.cout as i64, (u.cin / u.groups) as i64, k, k],
+            w,
+        );
+        let bn = g.init_f32(&format!("{}.b", u.conv), &[u.cout as i64], bias);
+        let mut y = g.node("Conv", &[x, &wn, &bn], Graph::conv_attrs(u), "conv");
+        if u.relu6 {
+            let zero = g.scalar_f32("const_zero", 0.0);
+            let six = g.scalar_f32("const_six", 6.0);
+            y = g.node("Clip", &[&y, &zero, &six], vec![], "relu6");
+        }
+        self.taps.push((unit_key(u), y.clone()));
+        Ok(y)
+    }
+
+    fn residual(&mut self, g: &mut Graph, block: &Block, a: &str, b: &str) -> Result<String> {
+        let y = g.node("Add", &[a, b], vec![], "residual");
+        self.taps.push((residual_key(block), y.clone()));
+        Ok(y)
+    }
+
+    fn features(&mut self, _g: &mut Graph, x: &str) -> Result<String> {
+        Ok(x.to_string())
+    }
+}
+
+/// The network, with the backbone written by `emit`.
+pub fn build_graph(arch: &Arch, w: &Weights, g: &mut Graph, emit: &mut dyn Emit) -> Result<String> {
+    let mut x = emit.stem(g)?;
     for block in &arch.blocks {
         let input = x.clone();
         for u in &block.units {
             let (wt, bias) = fold_conv(w, u)?;
-            x = conv(g, u, &x, wt, bias)?;
-            if u.relu6 {
-                x = g.node("Clip", &[&x, &zero, &six], vec![], "relu6");
-            }
+            x = emit.unit(g, u, &x, wt, bias)?;
         }
         if block.residual {
-            x = add(g, &x, &input)?;
+            x = emit.residual(g, block, &x, &input)?;
         }
     }
+    let x = emit.features(g, &x)?;
     let pooled = g.node("GlobalAveragePool", &[&x], vec![], "gap");
     let mut x = g.node("Flatten", &[&pooled], vec![attr_int("axis", 1)], "flat");
     // Head: BN -> (dropout) -> Dense ReLU, repeated; each BN folds into the Dense after it.
     let mut width = arch.head.features;
     for (i, &(_, out)) in arch.head.hidden.iter().enumerate() {
         let (scale, shift) = bn_affine(w, &format!("head.bn{i}"), width)?;
-        x = dense(
-            g,
-            w,
-            &format!("head.fc{i}"),
-            &x,
-            width,
-            out,
-            Some((&scale, &shift)),
-        )?;
+        let name = format!("head.fc{i}");
+        let (wt, b) = dense_weights(w, &name, width, out, Some((&scale, &shift)))?;
+        x = emit.dense(g, &name, &x, wt, b, [out as i64, width as i64])?;
         x = g.node("Relu", &[&x], vec![], "relu");
         width = out;
     }
-    let logit = dense(g, w, "head.out", &x, width, 1, None)?;
+    let (wt, b) = dense_weights(w, "head.out", width, 1, None)?;
+    let logit = emit.dense(g, "head.out", &x, wt, b, [1, width as i64])?;
     g.nodes.push(NodeProto {
         op_type: "Sigmoid".into(),
         name: OUTPUT.into(),
@@ -223,16 +330,15 @@ pub fn build_graph(
     Ok(OUTPUT.into())
 }
 
-/// `y = x W^T + b` as Gemm, with an optional preceding per-feature affine folded in.
-fn dense(
-    g: &mut Graph,
+/// Weights `[cout, cin]` and bias of a dense layer, with an optional preceding per-feature
+/// affine (a folded BatchNorm) folded in.
+fn dense_weights(
     w: &Weights,
     prefix: &str,
-    x: &str,
     cin: usize,
     cout: usize,
     pre: Option<(&[f32], &[f32])>,
-) -> Result<String> {
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (wt, shape) = get(w, &format!("{prefix}.weight"))?;
     ensure!(
         shape[..] == [cout as i64, cin as i64],
@@ -254,9 +360,7 @@ fn dense(
             }
         }
     }
-    let wn = g.init_f32(&format!("{prefix}.w"), &[cout as i64, cin as i64], wt);
-    let bn = g.init_f32(&format!("{prefix}.b"), &[cout as i64], b);
-    Ok(g.node("Gemm", &[x, &wn, &bn], vec![attr_int("transB", 1)], "dense"))
+    Ok((wt, b))
 }
 
 /// Wraps a graph into a model with the contract in `metadata_props`.
@@ -312,22 +416,7 @@ pub fn float_model(
     metadata: Vec<(String, String)>,
 ) -> Result<ModelProto> {
     let mut g = Graph::default();
-    let out = build_graph(
-        arch,
-        w,
-        &mut g,
-        |g, u, x, wt, bias| {
-            let k = u.kernel as i64;
-            let wn = g.init_f32(
-                &format!("{}.w", u.conv),
-                &[u.cout as i64, (u.cin / u.groups) as i64, k, k],
-                wt,
-            );
-            let bn = g.init_f32(&format!("{}.b", u.conv), &[u.cout as i64], bias);
-            Ok(g.node("Conv", &[x, &wn, &bn], Graph::conv_attrs(u), "conv"))
-        },
-        |g, a, b| Ok(g.node("Add", &[a, b], vec![], "residual")),
-    )?;
+    let out = build_graph(arch, w, &mut g, &mut FloatEmit::default())?;
     Ok(model(
         arch,
         g,

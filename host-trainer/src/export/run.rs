@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use drscreen_core::contract::{DataSummary, OperatingPoint, PositiveClass, Text, Thresholds};
+use drscreen_core::contract::{
+    DataSummary, OperatingPoint, PositiveClass, Precision, Text, Thresholds,
+};
 use drscreen_core::{
     aggregate, decide, write_views, Decision, ModelContract, Workspace, CONTRACT_KEY,
 };
@@ -13,11 +15,17 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use super::onnx::{float_model, Weights};
+use super::quantize::{calibrate, calibration_indices, int8_model, Calibration, Form};
+use crate::data::cache::Cache;
 use crate::data::labels::Positive;
+use crate::data::split::Split;
+use crate::eval::evaluate::predict_tta;
 use crate::eval::evaluate::{load_run, Loaded};
+use crate::eval::metrics::roc_auc;
 use crate::eval::metrics::Metrics;
 use crate::eval::report::read_json;
 
@@ -32,6 +40,66 @@ pub struct GoldenSample {
     pub per_view: Vec<f32>,
     pub probability: f32,
     pub decision: Decision,
+    /// tract's per-view probabilities for the written model at export time (for an int8 model
+    /// these differ from the host's float `per_view` by the quantization error).
+    #[serde(default)]
+    pub tract_per_view: Vec<f32>,
+}
+
+/// How the int8 model was made and how far it is from the float one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantReport {
+    pub form: Form,
+    pub calibration: Calibration,
+    pub calibration_photos: usize,
+    /// Photos of the validation split the figures below come from (all TTA views each).
+    pub val_photos: usize,
+    /// |int8 in tract - float in tch| of the TTA probability: 99th percentile and max.
+    pub p99_abs_diff: f32,
+    pub max_abs_diff: f32,
+    /// Share of photos with the same decision at the contract's threshold.
+    pub decision_agreement: f64,
+    pub auc_float: f64,
+    pub auc_int8: f64,
+    pub float_bytes: usize,
+    pub int8_bytes: usize,
+    pub calibration_seconds: f64,
+}
+
+/// The bounds an int8 model must meet against the float one on the validation split.
+pub const INT8_P99_BOUND: f32 = 0.03;
+pub const INT8_AGREEMENT_BOUND: f64 = 0.98;
+pub const INT8_AUC_DROP_BOUND: f64 = 0.01;
+pub const INT8_SIZE_BOUND: f64 = 0.30;
+
+impl QuantReport {
+    /// What misses the bounds, if anything.
+    pub fn misses(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.p99_abs_diff > INT8_P99_BOUND {
+            v.push(format!(
+                "p99 |diff| {:.4} > {INT8_P99_BOUND}",
+                self.p99_abs_diff
+            ));
+        }
+        if self.decision_agreement < INT8_AGREEMENT_BOUND {
+            v.push(format!(
+                "decision agreement {:.3} < {INT8_AGREEMENT_BOUND}",
+                self.decision_agreement
+            ));
+        }
+        if self.auc_float - self.auc_int8 > INT8_AUC_DROP_BOUND {
+            v.push(format!(
+                "AUC drop {:.4} > {INT8_AUC_DROP_BOUND}",
+                self.auc_float - self.auc_int8
+            ));
+        }
+        let ratio = self.int8_bytes as f64 / self.float_bytes as f64;
+        if ratio > INT8_SIZE_BOUND {
+            v.push(format!("size {ratio:.3} of float > {INT8_SIZE_BOUND}"));
+        }
+        v
+    }
 }
 
 /// The golden file written beside a model.
@@ -41,9 +109,26 @@ pub struct Golden {
     pub model_sha256: String,
     pub contract_version: u32,
     pub threshold: f32,
-    /// Host (tch) vs tract on these samples, float model: max |diff| of any view probability.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Host (tch, float) vs tract running this model on these samples: max |diff| of any view
+    /// probability.
     pub tract_max_abs_diff: f32,
+    /// For an int8 model: how it was made and its figures on the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantReport>,
     pub samples: Vec<GoldenSample>,
+}
+
+/// `--quantize` options.
+#[derive(Debug, Clone)]
+pub struct QuantOptions {
+    /// Training photos to calibrate on.
+    pub calib: usize,
+    pub calibration: Calibration,
+    pub form: Form,
+    /// Refuse to write a model that misses the int8 bounds.
+    pub enforce_bounds: bool,
 }
 
 /// Options of `export`.
@@ -58,6 +143,11 @@ pub struct ExportOptions {
     pub external_metrics: Option<PathBuf>,
     /// Golden photos: `(source label, path)`.
     pub golden: Vec<(String, PathBuf)>,
+    /// Write the static int8 model instead of the float one.
+    pub quantize: Option<QuantOptions>,
+    /// Preprocessed inputs of the first this-many golden photos go into `NAME.golden-inputs.npy`
+    /// (for the onnxruntime check script).
+    pub npy_samples: usize,
 }
 
 fn text(s: &str) -> Text {
@@ -205,7 +295,120 @@ fn host_views(
     })
 }
 
-/// Exports the float model and its golden file; returns the golden record.
+/// tract's plan for batches of `views` inputs of `size` px.
+fn tract_plan(
+    bytes: &[u8],
+    views: usize,
+    size: usize,
+) -> Result<std::sync::Arc<TypedRunnableModel>> {
+    tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .with_input_fact(0, f32::fact([views, 3, size, size]).into())?
+        .into_optimized()?
+        .into_runnable()
+}
+
+/// Median tract latency of one batch (after a warm-up run), milliseconds.
+fn time_plan(plan: &std::sync::Arc<TypedRunnableModel>, views: usize, size: usize) -> Result<f32> {
+    let batch: Vec<f32> = (0..views * 3 * size * size)
+        .map(|i| (i % 251) as f32 / 251.0)
+        .collect();
+    run_plan(plan, batch.clone(), views, size)?;
+    let mut t: Vec<f32> = (0..5)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            run_plan(plan, batch.clone(), views, size).map(|_| t0.elapsed().as_secs_f32() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    t.sort_by(f32::total_cmp);
+    Ok(t[2])
+}
+
+fn run_plan(
+    plan: &std::sync::Arc<TypedRunnableModel>,
+    batch: Vec<f32>,
+    views: usize,
+    size: usize,
+) -> Result<Vec<f32>> {
+    let input = tract_ndarray::Array4::from_shape_vec((views, 3, size, size), batch)?.into_tensor();
+    let out = plan.run(tvec!(input.into()))?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// Calibrates on the run's training photos, builds the int8 model and measures it against the
+/// float network (tch) on the validation split.
+fn quantize(
+    loaded: &Loaded,
+    contract: &ModelContract,
+    w: &Weights,
+    metadata: Vec<(String, String)>,
+    q: &QuantOptions,
+    float_bytes: usize,
+) -> Result<(ModelProto, QuantReport)> {
+    let cache = Cache::open(&loaded.info.config.cache)?;
+    let train = cache.split(Split::Train)?;
+    let idx = calibration_indices(train.len(), q.calib)?;
+    let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
+    let t0 = std::time::Instant::now();
+    let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
+    let calibration_seconds = t0.elapsed().as_secs_f64();
+    let proto = int8_model(&loaded.info.arch, w, &cal, q.form, metadata)?;
+    let bytes = proto.encode_to_vec();
+
+    let val = cache.split(Split::Val)?;
+    ensure!(
+        !val.is_empty(),
+        "the cache has no validation photos to check the int8 model on"
+    );
+    let host = predict_tta(&loaded.net, &val, &contract.tta, Device::Cpu, 4)?;
+    let (n, s) = (contract.tta.len(), val.size);
+    let plan = tract_plan(&bytes, n, s)?;
+    let mut batch = vec![0f32; n * 3 * s * s];
+    let mut int8 = Vec::with_capacity(val.len());
+    for i in 0..val.len() {
+        write_views(val.image(i), s, s, &contract.tta, &mut batch)?;
+        let p = run_plan(&plan, batch.clone(), n, s)?;
+        int8.push(aggregate(&p)?.mean);
+    }
+    let float: Vec<f32> = host.iter().map(|p| p.probability).collect();
+    let mut diffs: Vec<f32> = float
+        .iter()
+        .zip(&int8)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    diffs.sort_by(f32::total_cmp);
+    let p99 = diffs[((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1];
+    let t = contract.threshold();
+    let agree = float
+        .iter()
+        .zip(&int8)
+        .filter(|(a, b)| (**a >= t) == (**b >= t))
+        .count();
+    Ok((
+        proto,
+        QuantReport {
+            form: q.form,
+            calibration: q.calibration,
+            calibration_photos: photos.len(),
+            val_photos: val.len(),
+            p99_abs_diff: p99,
+            max_abs_diff: *diffs.last().unwrap_or(&0.0),
+            decision_agreement: agree as f64 / val.len() as f64,
+            auc_float: roc_auc(&float, &val.labels).unwrap_or(f64::NAN),
+            auc_int8: roc_auc(&int8, &val.labels).unwrap_or(f64::NAN),
+            float_bytes,
+            int8_bytes: bytes.len(),
+            calibration_seconds,
+        },
+    ))
+}
+
+/// Exports the model (float, or int8 with `quantize`) and its golden file; returns the golden
+/// record. Nothing is written unless every check passes.
 pub fn export(o: &ExportOptions) -> Result<Golden> {
     ensure!(
         o.out.extension().is_some_and(|e| e == "onnx"),
@@ -216,43 +419,81 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
     let (val, val_ctx) = read_json(&o.val_metrics)?;
     let ext = o.external_metrics.as_deref().map(read_json).transpose()?;
     let contract = contract(&loaded, &val, &val_ctx, ext.as_ref().map(|(m, c)| (m, c)))?;
-    let json = serde_json::to_string(&contract)?;
-    let proto = float_model(
-        &loaded.info.arch,
-        &weights(&loaded)?,
-        vec![(CONTRACT_KEY.to_string(), json)],
-    )?;
-    let bytes = proto.encode_to_vec();
-
-    // Check the file in tract before it is written.
+    let mut contract = contract;
+    let meta = |c: &ModelContract| -> Result<Vec<(String, String)>> {
+        Ok(vec![(CONTRACT_KEY.to_string(), serde_json::to_string(c)?)])
+    };
+    let w = weights(&loaded)?;
     let n_views = contract.tta.len();
     let s = contract.input.width as usize;
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])?
-        .with_input_fact(0, f32::fact([n_views, 3, s, s]).into())?
-        .into_optimized()?
-        .into_runnable()?;
+    let mut float_proto = float_model(&loaded.info.arch, &w, meta(&contract)?)?;
+    let float_plan = tract_plan(&float_proto.encode_to_vec(), n_views, s)?;
+    let float_ms = time_plan(&float_plan, n_views, s)?;
+    let (mut proto, quantization, plan) = match &o.quantize {
+        None => (None, None, None),
+        Some(q) => {
+            let float_len = float_proto.encode_to_vec().len();
+            let (proto, report) = quantize(&loaded, &contract, &w, meta(&contract)?, q, float_len)?;
+            let misses = report.misses();
+            if q.enforce_bounds && !misses.is_empty() {
+                bail!(
+                    "the int8 model misses its bounds against the float model on {} validation photos: {}; nothing written (try another --calibration, more --calib photos)",
+                    report.val_photos,
+                    misses.join(", ")
+                );
+            }
+            let plan = tract_plan(&proto.encode_to_vec(), n_views, s)?;
+            (Some(proto), Some(report), Some(plan))
+        }
+    };
+    // Which format a device loads by default: the faster one in tract, measured here.
+    contract.deployment.tract_ms_float = Some(float_ms);
+    if let Some(p) = &plan {
+        let int8_ms = time_plan(p, n_views, s)?;
+        contract.deployment.tract_ms_int8 = Some(int8_ms);
+        contract.deployment.precision = Precision::Int8;
+        contract.deployment.device_default = if int8_ms < float_ms {
+            Precision::Int8
+        } else {
+            Precision::Float32
+        };
+    }
+    let metadata = meta(&contract)?;
+    let bytes = match proto.as_mut() {
+        Some(p) => {
+            p.metadata_props = float_proto.metadata_props.clone();
+            p.metadata_props[0].value = metadata[0].1.clone();
+            p.encode_to_vec()
+        }
+        None => {
+            float_proto.metadata_props[0].value = metadata[0].1.clone();
+            float_proto.encode_to_vec()
+        }
+    };
+
+    // Check the files in tract before anything is written: the float network must match tch.
     let mut ws = Workspace::default();
     let mut samples = Vec::new();
-    let mut max_diff = 0f32;
+    let (mut float_diff, mut model_diff) = (0f32, 0f32);
     let mut inputs = Vec::new();
-    for (label, path) in &o.golden {
+    for (k, (label, path)) in o.golden.iter().enumerate() {
         let HostViews {
             file_sha256,
             rgb,
             batch,
             probs: host,
         } = host_views(&loaded, &contract, &mut ws, path)?;
-        inputs.extend_from_slice(&rgb);
-        let input = tract_ndarray::Array4::from_shape_vec((n_views, 3, s, s), batch)?.into_tensor();
-        let out = plan.run(tvec!(input.into()))?;
-        let edge: Vec<f32> = out[0]
-            .to_plain_array_view::<f32>()?
-            .iter()
-            .copied()
-            .collect();
-        for (a, b) in host.iter().zip(&edge) {
-            max_diff = max_diff.max((a - b).abs());
+        if k < o.npy_samples {
+            inputs.extend_from_slice(&rgb);
+        }
+        let edge_float = run_plan(&float_plan, batch.clone(), n_views, s)?;
+        let edge = match &plan {
+            None => edge_float.clone(),
+            Some(p) => run_plan(p, batch, n_views, s)?,
+        };
+        for ((a, b), c) in host.iter().zip(&edge_float).zip(&edge) {
+            float_diff = float_diff.max((a - b).abs());
+            model_diff = model_diff.max((a - c).abs());
         }
         let agg = aggregate(&host)?;
         samples.push(GoldenSample {
@@ -262,10 +503,11 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
             per_view: host,
             probability: agg.mean,
             decision: decide(agg.mean, contract.threshold())?,
+            tract_per_view: edge,
         });
     }
-    if max_diff > 1e-3 {
-        bail!("tract and tch disagree by {max_diff} on the golden photos: the export is wrong, nothing written");
+    if float_diff > 1e-3 {
+        bail!("tract and tch disagree by {float_diff} on the golden photos: the export is wrong, nothing written");
     }
     write_atomic(&o.out, &bytes)?;
     let golden = Golden {
@@ -273,15 +515,18 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
         model_sha256: format!("{:x}", Sha256::digest(&bytes)),
         contract_version: contract.contract_version,
         threshold: contract.threshold(),
-        tract_max_abs_diff: max_diff,
+        precision: contract.deployment.precision,
+        tract_max_abs_diff: model_diff,
+        quantization,
         samples,
     };
     write_atomic(
         &golden_path(&o.out),
         serde_json::to_string_pretty(&golden)?.as_bytes(),
     )?;
-    let npy = drscreen_core::npy::to_npy(&[golden.samples.len(), s, s, 3], &inputs)
-        .context("golden inputs shape")?;
+    let kept = o.npy_samples.min(golden.samples.len());
+    let npy =
+        drscreen_core::npy::to_npy(&[kept, s, s, 3], &inputs).context("golden inputs shape")?;
     write_atomic(&o.out.with_extension("golden-inputs.npy"), &npy)?;
     Ok(golden)
 }

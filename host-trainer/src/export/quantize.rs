@@ -1,0 +1,741 @@
+//! Static int8: per-channel symmetric int8 weights and per-tensor asymmetric uint8 activations
+//! whose ranges are calibrated on training photos, written in one of two ONNX forms:
+//!
+//! - [`Form::QLinearConv`]: every convolution (the depthwise ones included) is one
+//!   `QLinearConv` (uint8 in, int8 weights, int32 bias, uint8 out). ReLU6 is the output range
+//!   `[0, min(6, calibrated max)]`, so the uint8 saturation is the activation.
+//! - [`Form::Qdq`]: `DequantizeLinear -> Conv -> QuantizeLinear` around float convolutions
+//!   whose weights are `DequantizeLinear` of the int8 weights.
+//!
+//! In both, a residual sum is `DequantizeLinear` of both sides, a float `Add` and a
+//! `QuantizeLinear` (`QLinearAdd` is an onnxruntime contrib op that tract does not run), the last
+//! backbone tensor is dequantized for the pooling, and the head's dense layers keep float
+//! activations with int8 weights (`DequantizeLinear -> Gemm`): the head is <0.2 % of the work
+//! but half a megabyte of weights.
+//!
+//! The input: the device feeds `pixel / 255` and the network first maps it to `2x - 1`. No 8-bit
+//! grid holds both every `(2k - 255) / 255` and an exact zero (the value TF padding adds), so the
+//! photo's pixel `k` itself is the first layer's uint8 input (`QuantizeLinear` with scale 1/255 is
+//! exact on `k / 255`), read with scale 2/255 and zero point 128: it stands for
+//! `(2k - 255) / 255 - 1/255`, padding stays an exact zero, and the first layer's bias adds the
+//! `1/255 * sum(weights)` back. Only the one padded row and column see the 1/255 shift.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, ensure, Context, Result};
+use drscreen_core::{write_views, View};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{ModelProto, ValueInfoProto};
+use tract_onnx::prelude::*;
+
+use super::onnx::{
+    attr_int, build_graph, model, residual_key, unit_key, Emit, FloatEmit, Graph, Weights, INPUT,
+};
+use crate::model::arch::{Arch, Block, ConvUnit};
+
+/// How the quantized convolutions are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// One `QLinearConv` per convolution: integer kernels in tract and onnxruntime.
+    #[value(name = "qlinearconv")]
+    QLinearConv,
+    /// `DequantizeLinear -> Conv -> QuantizeLinear`.
+    Qdq,
+}
+
+/// How an activation's range is chosen from the calibration photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibration {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// The 99.99th percentile of |x| (clipped to what was seen).
+    Percentile,
+    /// The clip of |x| that minimises the KL divergence between the histogram and its 8-bit
+    /// quantization (TensorRT's method).
+    Entropy,
+}
+
+/// Fewest calibration photos accepted: below this, one odd photo sets the ranges.
+pub const MIN_CALIBRATION: usize = 16;
+const PERCENTILE: f64 = 0.9999;
+const BINS: usize = 2048;
+
+/// Key of the network input (after `2x - 1`) in [`Calibrated::means`].
+pub const INPUT_KEY: &str = "input";
+
+/// What calibration measured, by [`unit_key`] / [`residual_key`] (and [`INPUT_KEY`]).
+#[derive(Debug, Clone, Default)]
+pub struct Calibrated {
+    /// Range of each quantized tensor.
+    pub ranges: HashMap<String, (f32, f32)>,
+    /// Per-channel mean of each tensor in the float network: the input statistics the bias
+    /// correction needs.
+    pub means: HashMap<String, Vec<f32>>,
+}
+
+/// The float graph with every tensor that gets quantized exposed as an output.
+fn calibration_model(arch: &Arch, w: &Weights) -> Result<(Vec<u8>, Vec<String>)> {
+    let mut emit = FloatEmit::default();
+    let mut g = Graph::default();
+    let out = build_graph(arch, w, &mut g, &mut emit)?;
+    let mut proto = model(arch, g, out, vec![], "calibration taps");
+    let graph = proto.graph.as_mut().context("calibration graph")?;
+    emit.taps
+        .push((INPUT_KEY.to_string(), emit.stem_output.clone()));
+    for (_, tensor) in &emit.taps {
+        graph.output.push(ValueInfoProto {
+            name: tensor.clone(),
+            ..Default::default()
+        });
+    }
+    Ok((
+        proto.encode_to_vec(),
+        emit.taps.into_iter().map(|(k, _)| k).collect(),
+    ))
+}
+
+/// Per-tensor statistics of one pass.
+#[derive(Debug, Clone)]
+struct Stats {
+    lo: f32,
+    hi: f32,
+    /// Histogram of |x| over `[0, max(|lo|, |hi|)]` (second pass only).
+    hist: Vec<u64>,
+    /// Per-channel sums and the count of values per channel.
+    sums: Vec<f64>,
+    per_channel: u64,
+}
+
+/// Runs the float network over every TTA view of each photo and measures the range of every
+/// tensor that gets quantized. `photos` are preprocessed RGB8 images of `arch.input_size`.
+pub fn calibrate(
+    arch: &Arch,
+    w: &Weights,
+    photos: &[&[u8]],
+    views: &[View],
+    method: Calibration,
+) -> Result<Calibrated> {
+    ensure!(
+        !photos.is_empty(),
+        "the calibration set is empty: prepare a cache with training photos"
+    );
+    let (bytes, keys) = calibration_model(arch, w)?;
+    let s = arch.input_size;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .with_input_fact(0, f32::fact([views.len(), 3, s, s]).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let mut batch = vec![0f32; views.len() * 3 * s * s];
+    let mut each = |f: &mut dyn FnMut(usize, &[f32], usize)| -> Result<()> {
+        for photo in photos {
+            write_views(photo, s, s, views, &mut batch)?;
+            let input =
+                tract_ndarray::Array4::from_shape_vec((views.len(), 3, s, s), batch.clone())?
+                    .into_tensor();
+            let out = plan.run(tvec!(input.into()))?;
+            for (i, t) in out[1..].iter().enumerate() {
+                let channels = *t
+                    .shape()
+                    .get(1)
+                    .context("calibration tap has no channel axis")?;
+                let v = t.to_plain_array_view::<f32>()?;
+                let v = v
+                    .as_slice()
+                    .context("calibration output is not contiguous")?;
+                f(i, v, channels);
+            }
+        }
+        Ok(())
+    };
+    let mut stats = vec![
+        Stats {
+            lo: f32::INFINITY,
+            hi: f32::NEG_INFINITY,
+            hist: vec![0; BINS],
+            sums: Vec::new(),
+            per_channel: 0,
+        };
+        keys.len()
+    ];
+    each(&mut |i, v, channels| {
+        let st = &mut stats[i];
+        for &x in v {
+            st.lo = st.lo.min(x);
+            st.hi = st.hi.max(x);
+        }
+        // NCHW: the plane of channel c of view n starts at (n * C + c) * HW.
+        st.sums.resize(channels, 0.0);
+        let plane = v.len() / (channels * views.len());
+        for (k, chunk) in v.chunks(plane).enumerate() {
+            st.sums[k % channels] += chunk.iter().map(|&x| x as f64).sum::<f64>();
+        }
+        st.per_channel += (plane * views.len()) as u64;
+    })?;
+    for (k, st) in keys.iter().zip(&stats) {
+        ensure!(
+            st.lo.is_finite() && st.hi.is_finite(),
+            "calibration: {k} is not finite ({}..{})",
+            st.lo,
+            st.hi
+        );
+    }
+    if method != Calibration::MinMax {
+        each(&mut |i, v, _| {
+            let st = &mut stats[i];
+            let amax = st.lo.abs().max(st.hi.abs());
+            if amax <= 0.0 {
+                return;
+            }
+            let k = BINS as f32 / amax;
+            for &x in v {
+                let b = ((x.abs() * k) as usize).min(BINS - 1);
+                st.hist[b] += 1;
+            }
+        })?;
+    }
+    let mut cal = Calibrated::default();
+    for (key, st) in keys.iter().zip(&stats) {
+        let n = st.per_channel.max(1) as f64;
+        cal.means.insert(
+            key.clone(),
+            st.sums.iter().map(|s| (s / n) as f32).collect(),
+        );
+    }
+    cal.ranges = keys
+        .into_iter()
+        .zip(stats)
+        .map(|(key, st)| {
+            let amax = st.lo.abs().max(st.hi.abs());
+            let clip = match method {
+                Calibration::MinMax => amax,
+                Calibration::Percentile => percentile_clip(&st.hist, amax, PERCENTILE),
+                Calibration::Entropy => {
+                    let levels = if st.lo >= 0.0 { 255 } else { 128 };
+                    entropy_clip(&st.hist, amax, levels)
+                }
+            };
+            (key, (st.lo.max(-clip), st.hi.min(clip)))
+        })
+        .collect();
+    Ok(cal)
+}
+
+/// The value below which `q` of the histogram's mass lies (upper bin edge).
+fn percentile_clip(hist: &[u64], amax: f32, q: f64) -> f32 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return amax;
+    }
+    let want = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    for (i, &h) in hist.iter().enumerate() {
+        seen += h;
+        if seen >= want {
+            return amax * (i + 1) as f32 / hist.len() as f32;
+        }
+    }
+    amax
+}
+
+/// TensorRT's entropy calibration on a histogram of |x|: the clip (upper edge of bin `i - 1`)
+/// whose `levels`-bin quantization of the clipped histogram loses the least information (KL).
+fn entropy_clip(hist: &[u64], amax: f32, levels: usize) -> f32 {
+    let n = hist.len();
+    if hist.iter().all(|&h| h == 0) || n <= levels {
+        return amax;
+    }
+    let mut best = (f64::INFINITY, n);
+    for i in levels..=n {
+        // Reference: the histogram clipped at bin i, outliers folded into the last bin.
+        let mut p: Vec<f64> = hist[..i].iter().map(|&h| h as f64).collect();
+        p[i - 1] += hist[i..].iter().sum::<u64>() as f64;
+        // Candidate: the unclipped bins merged into `levels` groups, each group's mass spread
+        // evenly over its non-empty bins.
+        let mut q = vec![0f64; i];
+        for j in 0..levels {
+            let (a, b) = (
+                j * i / levels,
+                ((j + 1) * i / levels).max(j * i / levels + 1),
+            );
+            let b = b.min(i);
+            let mass: f64 = hist[a..b].iter().map(|&h| h as f64).sum();
+            let nonzero = hist[a..b].iter().filter(|&&h| h > 0).count();
+            if nonzero > 0 {
+                for k in a..b {
+                    if hist[k] > 0 {
+                        q[k] = mass / nonzero as f64;
+                    }
+                }
+            }
+        }
+        let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+        if ps <= 0.0 || qs <= 0.0 {
+            continue;
+        }
+        let kl: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(&a, _)| a > 0.0)
+            .map(|(&a, &b)| {
+                let (a, b) = (a / ps, (b / qs).max(1e-12));
+                a * (a / b).ln()
+            })
+            .sum();
+        if kl < best.0 {
+            best = (kl, i);
+        }
+    }
+    amax * best.1 as f32 / n as f32
+}
+
+/// Scale and zero point of a uint8 tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl QParams {
+    /// uint8 parameters covering `[lo, hi]` (widened to hold 0, which must be exact: it is the
+    /// padding value and the ReLU floor).
+    pub fn for_range(lo: f32, hi: f32) -> Self {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        if hi - lo <= f32::EPSILON {
+            return QParams {
+                scale: 1.0,
+                zero_point: 0,
+            };
+        }
+        let scale = (hi - lo) / 255.0;
+        QParams {
+            scale,
+            zero_point: (-lo / scale).round().clamp(0.0, 255.0) as u8,
+        }
+    }
+}
+
+/// Symmetric per-output-channel int8 weights: (values, one scale per row of `per` values). A
+/// row's scale is at least `floor[row]` (see [`bias_floor`]).
+pub fn quantize_weights(w: &[f32], rows: usize, floor: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / rows;
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(rows);
+    for (r, row) in w.chunks(per).enumerate() {
+        let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let s = (amax / 127.0).max(floor.get(r).copied().unwrap_or(0.0));
+        let s = if s > 0.0 { s } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            row.iter()
+                .map(|x| (x / s).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+/// Smallest weight scale per channel that keeps the int32 bias (`bias / (x_scale * w_scale)`)
+/// within 2^24: a channel whose BatchNorm all but switched it off has near-zero weights and a
+/// bias of ordinary size.
+fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
+    bias.iter()
+        .map(|b| b.abs() / (x_scale * (1 << 24) as f32))
+        .collect()
+}
+
+fn raw_i8(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}
+
+fn raw_i32(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes the int8 backbone (see the module doc).
+pub struct Int8Emit<'a> {
+    cal: &'a Calibrated,
+    /// Calibration key of the float tensor each uint8 tensor stands for.
+    source: HashMap<String, String>,
+    form: Form,
+    /// Quantization of every uint8 tensor written so far.
+    q: HashMap<String, QParams>,
+    /// Tensors whose scale / zero point initializers exist.
+    written: HashSet<String>,
+    /// Bias correction the first convolution owes the input encoding (see the module doc).
+    stem_shift: Option<f32>,
+}
+
+impl<'a> Int8Emit<'a> {
+    pub fn new(cal: &'a Calibrated, form: Form) -> Self {
+        Int8Emit {
+            cal,
+            source: HashMap::new(),
+            form,
+            q: HashMap::new(),
+            written: HashSet::new(),
+            stem_shift: None,
+        }
+    }
+
+    fn params(&self, tensor: &str) -> Result<QParams> {
+        self.q
+            .get(tensor)
+            .copied()
+            .with_context(|| format!("{tensor} has no quantization"))
+    }
+
+    fn range(&self, key: &str) -> Result<(f32, f32)> {
+        self.cal
+            .ranges
+            .get(key)
+            .copied()
+            .with_context(|| format!("calibration has no range for {key}"))
+    }
+
+    /// Scale and zero-point initializers of a uint8 tensor.
+    fn qparam_inits(&mut self, g: &mut Graph, tensor: &str) -> Result<(String, String)> {
+        let p = self.params(tensor)?;
+        let (s, z) = (format!("{tensor}.scale"), format!("{tensor}.zero_point"));
+        if self.written.insert(tensor.to_string()) {
+            g.init_f32(&s, &[], vec![p.scale]);
+            g.init_raw(&z, &[], DataType::Uint8, vec![p.zero_point]);
+        }
+        Ok((s, z))
+    }
+
+    fn quantize(&mut self, g: &mut Graph, x: &str, p: QParams, hint: &str) -> Result<String> {
+        let y = g.fresh(hint);
+        self.q.insert(y.clone(), p);
+        let (s, z) = self.qparam_inits(g, &y)?;
+        g.nodes.push(tract_onnx::pb::NodeProto {
+            op_type: "QuantizeLinear".into(),
+            name: y.clone(),
+            input: vec![x.into(), s, z],
+            output: vec![y.clone()],
+            ..Default::default()
+        });
+        Ok(y)
+    }
+
+    fn dequantize(&mut self, g: &mut Graph, x: &str) -> Result<String> {
+        let (s, z) = self.qparam_inits(g, x)?;
+        Ok(g.node("DequantizeLinear", &[x, &s, &z], vec![], "dq"))
+    }
+
+    /// int8 weights as a per-row `DequantizeLinear` (axis 0).
+    fn dequantized_weights(
+        g: &mut Graph,
+        name: &str,
+        dims: &[i64],
+        q: &[i8],
+        scales: Vec<f32>,
+    ) -> String {
+        let rows = dims[0];
+        let wq = g.init_raw(&format!("{name}.wq"), dims, DataType::Int8, raw_i8(q));
+        let ws = g.init_f32(&format!("{name}.w_scale"), &[rows], scales);
+        let wz = g.init_raw(
+            &format!("{name}.w_zero_point"),
+            &[rows],
+            DataType::Int8,
+            vec![0; rows as usize],
+        );
+        g.node(
+            "DequantizeLinear",
+            &[&wq, &ws, &wz],
+            vec![attr_int("axis", 0)],
+            "dq_w",
+        )
+    }
+}
+
+impl Int8Emit<'_> {
+    /// The photo's pixels as the first layer's uint8 input (see the module doc).
+    fn quantize_input(&mut self, g: &mut Graph) -> String {
+        let s = g.scalar_f32("input.scale", 1.0 / 255.0);
+        let z = g.init_raw("input.zero_point", &[], DataType::Uint8, vec![0]);
+        let y = g.node("QuantizeLinear", &[INPUT, &s, &z], vec![], "input_q");
+        self.q.insert(
+            y.clone(),
+            QParams {
+                scale: 2.0 / 255.0,
+                zero_point: 128,
+            },
+        );
+        self.stem_shift = Some(1.0 / 255.0);
+        self.source.insert(y.clone(), INPUT_KEY.to_string());
+        y
+    }
+}
+
+impl Emit for Int8Emit<'_> {
+    /// The input is encoded by the first convolution that reads it (see [`Int8Emit::unit`]).
+    fn stem(&mut self, _g: &mut Graph) -> Result<String> {
+        Ok(INPUT.to_string())
+    }
+
+    fn unit(
+        &mut self,
+        g: &mut Graph,
+        u: &ConvUnit,
+        x: &str,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Result<String> {
+        let (lo, hi) = self.range(&unit_key(u))?;
+        let yq = if u.relu6 {
+            QParams::for_range(0.0, hi.min(6.0))
+        } else {
+            QParams::for_range(lo, hi)
+        };
+        let x = &if x == INPUT {
+            self.quantize_input(g)
+        } else {
+            x.to_string()
+        };
+        let xq = self.params(x)?;
+        let (wq, ws) = quantize_weights(&w, u.cout, &bias_floor(&bias, xq.scale));
+        let per = w.len() / u.cout;
+        let shift = self.stem_shift.take().unwrap_or(0.0);
+        let mean_in = self
+            .source
+            .get(x)
+            .and_then(|k| self.cal.means.get(k))
+            .with_context(|| format!("calibration has no input statistics for {}", u.conv))?;
+        ensure!(
+            mean_in.len() == u.cin,
+            "{}: input statistics have {} channels, the layer {}",
+            u.conv,
+            mean_in.len(),
+            u.cin
+        );
+        let (cin_g, cout_g) = (u.cin / u.groups, u.cout / u.groups);
+        let taps = u.kernel * u.kernel;
+        let mut bq = Vec::with_capacity(u.cout);
+        for c in 0..u.cout {
+            let row = c * per..(c + 1) * per;
+            let sum: f32 = wq[row.clone()].iter().map(|&q| q as f32).sum();
+            // Bias correction: the mean error the weight rounding adds to this output,
+            // sum((Wq - W) * E[x]), taken back out of the bias.
+            let first_in = (c / cout_g) * cin_g;
+            let err: f64 = w[row.clone()]
+                .iter()
+                .zip(&wq[row])
+                .enumerate()
+                .map(|(k, (&wf, &q))| {
+                    let m = mean_in[first_in + k / taps] as f64;
+                    (q as f64 * ws[c] as f64 - wf as f64) * m
+                })
+                .sum();
+            let b = bias[c] + shift * sum * ws[c] - err as f32;
+            let v = (b as f64 / (xq.scale as f64 * ws[c] as f64)).round();
+            ensure!(
+                v.abs() < i32::MAX as f64,
+                "{}: bias does not fit int32 at this scale",
+                u.conv
+            );
+            bq.push(v as i32);
+        }
+        let k = u.kernel as i64;
+        let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
+        let (xs, xz) = self.qparam_inits(g, x)?;
+        match self.form {
+            Form::QLinearConv => {
+                let y = g.fresh("qconv");
+                self.q.insert(y.clone(), yq);
+                let (ys, yz) = self.qparam_inits(g, &y)?;
+                let wn = g.init_raw(
+                    &format!("{}.wq", u.conv),
+                    &dims,
+                    DataType::Int8,
+                    raw_i8(&wq),
+                );
+                let wsn = g.init_f32(&format!("{}.w_scale", u.conv), &dims[..1], ws);
+                let wzn = g.init_raw(
+                    &format!("{}.w_zero_point", u.conv),
+                    &dims[..1],
+                    DataType::Int8,
+                    vec![0; u.cout],
+                );
+                let bn = g.init_raw(
+                    &format!("{}.bq", u.conv),
+                    &dims[..1],
+                    DataType::Int32,
+                    raw_i32(&bq),
+                );
+                g.nodes.push(tract_onnx::pb::NodeProto {
+                    op_type: "QLinearConv".into(),
+                    name: y.clone(),
+                    input: vec![x.into(), xs, xz, wn, wsn, wzn, ys, yz, bn],
+                    output: vec![y.clone()],
+                    attribute: Graph::conv_attrs(u),
+                    ..Default::default()
+                });
+                self.source.insert(y.clone(), unit_key(u));
+                Ok(y)
+            }
+            Form::Qdq => {
+                let xf = g.node("DequantizeLinear", &[x, &xs, &xz], vec![], "dq");
+                let bscale: Vec<f32> = ws.iter().map(|s| s * xq.scale).collect();
+                let wf = Self::dequantized_weights(g, &u.conv, &dims, &wq, ws);
+                let bn = g.init_raw(
+                    &format!("{}.bq", u.conv),
+                    &dims[..1],
+                    DataType::Int32,
+                    raw_i32(&bq),
+                );
+                let bs = g.init_f32(&format!("{}.b_scale", u.conv), &dims[..1], bscale);
+                let bz = g.init_raw(
+                    &format!("{}.b_zero_point", u.conv),
+                    &dims[..1],
+                    DataType::Int32,
+                    raw_i32(&vec![0; u.cout]),
+                );
+                let bf = g.node(
+                    "DequantizeLinear",
+                    &[&bn, &bs, &bz],
+                    vec![attr_int("axis", 0)],
+                    "dq_b",
+                );
+                let yf = g.node("Conv", &[&xf, &wf, &bf], Graph::conv_attrs(u), "conv");
+                let y = self.quantize(g, &yf, yq, "q")?;
+                self.source.insert(y.clone(), unit_key(u));
+                Ok(y)
+            }
+        }
+    }
+
+    fn residual(&mut self, g: &mut Graph, block: &Block, a: &str, b: &str) -> Result<String> {
+        let (lo, hi) = self.range(&residual_key(block))?;
+        let af = self.dequantize(g, a)?;
+        let bf = self.dequantize(g, b)?;
+        let sum = g.node("Add", &[&af, &bf], vec![], "residual");
+        let y = self.quantize(g, &sum, QParams::for_range(lo, hi), "residual_q")?;
+        self.source.insert(y.clone(), residual_key(block));
+        Ok(y)
+    }
+
+    fn features(&mut self, g: &mut Graph, x: &str) -> Result<String> {
+        self.dequantize(g, x)
+    }
+
+    fn dense(
+        &mut self,
+        g: &mut Graph,
+        name: &str,
+        x: &str,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        dims: [i64; 2],
+    ) -> Result<String> {
+        let (q, scales) = quantize_weights(&w, dims[0] as usize, &[]);
+        let wf = Self::dequantized_weights(g, name, &dims, &q, scales);
+        let bn = g.init_f32(&format!("{name}.b"), &dims[..1], b);
+        Ok(g.node("Gemm", &[x, &wf, &bn], vec![attr_int("transB", 1)], "dense"))
+    }
+}
+
+/// The int8 model (see the module doc) with `metadata` (the contract).
+pub fn int8_model(
+    arch: &Arch,
+    w: &Weights,
+    cal: &Calibrated,
+    form: Form,
+    metadata: Vec<(String, String)>,
+) -> Result<ModelProto> {
+    let mut g = Graph::default();
+    let mut emit = Int8Emit::new(cal, form);
+    let out = build_graph(arch, w, &mut g, &mut emit)?;
+    let doc = match form {
+        Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",
+        Form::Qdq => "MobileNetV2 + seed head, static int8 (QDQ, per-channel weights, uint8 activations)",
+    };
+    Ok(model(arch, g, out, metadata, doc))
+}
+
+/// Evenly spaced indices of `n` photos out of `len` (deterministic, covers the whole split).
+pub fn calibration_indices(len: usize, n: usize) -> Result<Vec<usize>> {
+    if n == 0 || len == 0 {
+        bail!("the calibration set is empty (--calib {n}, {len} training photos in the cache)");
+    }
+    ensure!(
+        n >= MIN_CALIBRATION,
+        "--calib {n} is too small: use at least {MIN_CALIBRATION} photos"
+    );
+    ensure!(
+        len >= n,
+        "the calibration set is too small: --calib {n}, but the cache holds {len} training photos"
+    );
+    Ok((0..n).map(|i| i * len / n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qparams_keep_zero_exact_and_cover_the_range() {
+        let p = QParams::for_range(-1.3, 4.2);
+        let real = |q: f32| p.scale * (q - p.zero_point as f32);
+        // 0.0 is a grid point (the zero point), and the grid spans the range to within a step.
+        assert_eq!(
+            (0.0 / p.scale).round() + p.zero_point as f32,
+            p.zero_point as f32
+        );
+        assert!((real(0.0) + 1.3).abs() <= p.scale);
+        assert!((real(255.0) - 4.2).abs() <= p.scale);
+        let relu = QParams::for_range(0.0, 6.0);
+        assert_eq!(relu.zero_point, 0);
+        assert!((relu.scale - 6.0 / 255.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weights_quantize_per_row_within_half_a_step() {
+        let w = [0.5, -1.0, 0.25, 0.001, -0.002, 0.0005];
+        let (q, s) = quantize_weights(&w, 2, &[]);
+        assert_eq!(q[1], -127);
+        assert_eq!(q[4], -127);
+        for (i, (&x, &qv)) in w.iter().zip(&q).enumerate() {
+            let sc = s[i / 3];
+            assert!((x - qv as f32 * sc).abs() <= sc / 2.0 + 1e-9);
+        }
+    }
+
+    #[test]
+    fn percentile_and_entropy_clip_a_long_tail() {
+        // A steep decay (as activations have) with a few outliers at the top.
+        let mut hist: Vec<u64> = (0..BINS)
+            .map(|i| (1e6 * (-(i as f64) / 40.0).exp()) as u64)
+            .collect();
+        hist[BINS - 1] = 3;
+        let p = percentile_clip(&hist, 10.0, PERCENTILE);
+        assert!(p > 1.0 && p < 2.5, "percentile clip {p}");
+        let e = entropy_clip(&hist, 10.0, 255);
+        assert!(e > 0.5 && e < 5.0, "entropy clip {e}");
+        // A histogram without a tail keeps (nearly) its range.
+        let flat = vec![10u64; BINS];
+        assert!(entropy_clip(&flat, 10.0, 255) > 9.0);
+    }
+
+    #[test]
+    fn calibration_set_size_is_checked() {
+        assert!(calibration_indices(100, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(calibration_indices(100, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("too small"));
+        assert!(calibration_indices(20, 64)
+            .unwrap_err()
+            .to_string()
+            .contains("holds 20"));
+        let idx = calibration_indices(100, 20).unwrap();
+        assert_eq!(idx.len(), 20);
+        assert_eq!(idx[19], 95);
+    }
+}
