@@ -135,16 +135,16 @@ fn check_golden_int8(model: &Path, golden: &Golden) -> Int8Check {
     }
 }
 
-#[test]
-fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
-    let model = repo().join("models/drscreen-default-int8.onnx");
+/// A shipped model's golden file, checked to belong to the file and to hold 64 real photos;
+/// returns it with its count of real photos.
+fn shipped_golden(model: &Path) -> (Golden, usize) {
     let golden: Golden = serde_json::from_str(
         &std::fs::read_to_string(model.with_extension("golden.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(
         golden.model_sha256,
-        format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap())),
+        format!("{:x}", Sha256::digest(std::fs::read(model).unwrap())),
         "model and golden file out of step"
     );
     let real = golden
@@ -153,6 +153,13 @@ fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
         .filter(|s| s.source.starts_with("data:"))
         .count();
     assert!(real >= 64, "golden file has {real} real photos, want 64");
+    (golden, real)
+}
+
+#[test]
+fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
+    let model = repo().join("models/drscreen-default-int8.onnx");
+    let (golden, _) = shipped_golden(&model);
     let c = check_golden_int8(&model, &golden);
     eprintln!(
         "shipped int8 model on {} photos: p99 |diff| {:.4}, max {:.4}, agreement {:.3}, vs export {:.1e}",
@@ -180,21 +187,7 @@ fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
 #[test]
 fn shipped_model_matches_its_golden_outputs_on_the_edge() {
     let model = default_model();
-    let golden: Golden = serde_json::from_str(
-        &std::fs::read_to_string(model.with_extension("golden.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        golden.model_sha256,
-        format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap())),
-        "model and golden file out of step"
-    );
-    let real = golden
-        .samples
-        .iter()
-        .filter(|s| s.source.starts_with("data:"))
-        .count();
-    assert!(real >= 64, "golden file has {real} real photos, want 64");
+    let (golden, real) = shipped_golden(&model);
     let worst = check_golden(&model, &golden, 1e-4);
     eprintln!("shipped float model: edge vs host max |diff| {worst:.2e} on {real} real photos");
 
