@@ -295,12 +295,20 @@ fn host_views(
     })
 }
 
+/// An optimised tract plan.
+type Plan = std::sync::Arc<TypedRunnableModel>;
+
+/// Makes the contract `c` the model's only metadata entry.
+fn set_contract(proto: &mut ModelProto, c: &ModelContract) -> Result<()> {
+    proto.metadata_props = vec![tract_onnx::pb::StringStringEntryProto {
+        key: CONTRACT_KEY.to_string(),
+        value: serde_json::to_string(c)?,
+    }];
+    Ok(())
+}
+
 /// tract's plan for batches of `views` inputs of `size` px.
-fn tract_plan(
-    bytes: &[u8],
-    views: usize,
-    size: usize,
-) -> Result<std::sync::Arc<TypedRunnableModel>> {
+fn tract_plan(bytes: &[u8], views: usize, size: usize) -> Result<Plan> {
     tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])?
         .with_input_fact(0, f32::fact([views, 3, size, size]).into())?
@@ -309,7 +317,7 @@ fn tract_plan(
 }
 
 /// Median tract latency of one batch (after a warm-up run), milliseconds.
-fn time_plan(plan: &std::sync::Arc<TypedRunnableModel>, views: usize, size: usize) -> Result<f32> {
+fn time_plan(plan: &Plan, views: usize, size: usize) -> Result<f32> {
     let batch: Vec<f32> = (0..views * 3 * size * size)
         .map(|i| (i % 251) as f32 / 251.0)
         .collect();
@@ -324,12 +332,7 @@ fn time_plan(plan: &std::sync::Arc<TypedRunnableModel>, views: usize, size: usiz
     Ok(t[2])
 }
 
-fn run_plan(
-    plan: &std::sync::Arc<TypedRunnableModel>,
-    batch: Vec<f32>,
-    views: usize,
-    size: usize,
-) -> Result<Vec<f32>> {
+fn run_plan(plan: &Plan, batch: Vec<f32>, views: usize, size: usize) -> Result<Vec<f32>> {
     let input = tract_ndarray::Array4::from_shape_vec((views, 3, size, size), batch)?.into_tensor();
     let out = plan.run(tvec!(input.into()))?;
     Ok(out[0]
@@ -345,10 +348,9 @@ fn quantize(
     loaded: &Loaded,
     contract: &ModelContract,
     w: &Weights,
-    metadata: Vec<(String, String)>,
     q: &QuantOptions,
     float_bytes: usize,
-) -> Result<(ModelProto, QuantReport)> {
+) -> Result<(ModelProto, QuantReport, Plan)> {
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), q.calib)?;
@@ -356,7 +358,7 @@ fn quantize(
     let t0 = std::time::Instant::now();
     let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     let calibration_seconds = t0.elapsed().as_secs_f64();
-    let proto = int8_model(&loaded.info.arch, w, &cal, q.form, metadata)?;
+    let proto = int8_model(&loaded.info.arch, w, &cal, q.form, vec![])?;
     let bytes = proto.encode_to_vec();
 
     let val = cache.split(Split::Val)?;
@@ -404,6 +406,7 @@ fn quantize(
             int8_bytes: bytes.len(),
             calibration_seconds,
         },
+        plan,
     ))
 }
 
@@ -418,22 +421,19 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
     let loaded = load_run(&o.run, o.checkpoint.as_deref(), Device::Cpu)?;
     let (val, val_ctx) = read_json(&o.val_metrics)?;
     let ext = o.external_metrics.as_deref().map(read_json).transpose()?;
-    let contract = contract(&loaded, &val, &val_ctx, ext.as_ref().map(|(m, c)| (m, c)))?;
-    let mut contract = contract;
-    let meta = |c: &ModelContract| -> Result<Vec<(String, String)>> {
-        Ok(vec![(CONTRACT_KEY.to_string(), serde_json::to_string(c)?)])
-    };
+    let mut contract = contract(&loaded, &val, &val_ctx, ext.as_ref().map(|(m, c)| (m, c)))?;
     let w = weights(&loaded)?;
     let n_views = contract.tta.len();
     let s = contract.input.width as usize;
-    let mut float_proto = float_model(&loaded.info.arch, &w, meta(&contract)?)?;
-    let float_plan = tract_plan(&float_proto.encode_to_vec(), n_views, s)?;
+    // Built without metadata: the contract goes in last, once the latencies are known.
+    let float_proto = float_model(&loaded.info.arch, &w, vec![])?;
+    let float_bytes = float_proto.encode_to_vec();
+    let float_plan = tract_plan(&float_bytes, n_views, s)?;
     let float_ms = time_plan(&float_plan, n_views, s)?;
-    let (mut proto, quantization, plan) = match &o.quantize {
-        None => (None, None, None),
+    let (int8, quantization) = match &o.quantize {
+        None => (None, None),
         Some(q) => {
-            let float_len = float_proto.encode_to_vec().len();
-            let (proto, report) = quantize(&loaded, &contract, &w, meta(&contract)?, q, float_len)?;
+            let (proto, report, plan) = quantize(&loaded, &contract, &w, q, float_bytes.len())?;
             let misses = report.misses();
             if q.enforce_bounds && !misses.is_empty() {
                 bail!(
@@ -442,13 +442,12 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
                     misses.join(", ")
                 );
             }
-            let plan = tract_plan(&proto.encode_to_vec(), n_views, s)?;
-            (Some(proto), Some(report), Some(plan))
+            (Some((proto, plan)), Some(report))
         }
     };
     // Which format a device loads by default: the faster one in tract, measured here.
     contract.deployment.tract_ms_float = Some(float_ms);
-    if let Some(p) = &plan {
+    if let Some((_, p)) = &int8 {
         let int8_ms = time_plan(p, n_views, s)?;
         contract.deployment.tract_ms_int8 = Some(int8_ms);
         contract.deployment.precision = Precision::Int8;
@@ -458,18 +457,12 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
             Precision::Float32
         };
     }
-    let metadata = meta(&contract)?;
-    let bytes = match proto.as_mut() {
-        Some(p) => {
-            p.metadata_props = float_proto.metadata_props.clone();
-            p.metadata_props[0].value = metadata[0].1.clone();
-            p.encode_to_vec()
-        }
-        None => {
-            float_proto.metadata_props[0].value = metadata[0].1.clone();
-            float_proto.encode_to_vec()
-        }
+    let (mut proto, plan) = match int8 {
+        Some((proto, plan)) => (proto, Some(plan)),
+        None => (float_proto, None),
     };
+    set_contract(&mut proto, &contract)?;
+    let bytes = proto.encode_to_vec();
 
     // Check the files in tract before anything is written: the float network must match tch.
     let mut ws = Workspace::default();
