@@ -68,6 +68,16 @@ pub struct Recovered {
     pub torn: Vec<TornLine>,
 }
 
+impl Recovered {
+    /// (image path, image sha256) of every logged photo whose content was read: what a
+    /// restarted source must not screen again.
+    pub fn screened(&self) -> impl Iterator<Item = (std::path::PathBuf, String)> + '_ {
+        self.records
+            .iter()
+            .filter_map(|r| Some((std::path::PathBuf::from(&r.image), r.image_sha256.clone()?)))
+    }
+}
+
 /// Reads a log back; a missing file is an empty log.
 pub fn read_log(path: &Path) -> Result<Recovered> {
     let mut text = Vec::new();

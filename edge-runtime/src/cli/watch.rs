@@ -38,10 +38,7 @@ pub fn run(a: &Args) -> Result<()> {
     set_threads(a.threads);
     let engine = super::load_engine(a.model.as_deref())?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
-    let seen = recovered
-        .records
-        .iter()
-        .filter_map(|r| Some((PathBuf::from(&r.image), r.image_sha256.clone()?)));
+    let seen = recovered.screened();
     let mut watcher = Watcher::new(&a.dir, seen)?
         .incomplete_after(std::time::Duration::from_secs(a.incomplete_after_s));
     let mut screener = Screener::new(engine);
