@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-  .venv/bin/pip install -q -r scripts/requirements-torch.txt
+  # No pip cache: the wheels would take another ~3 GB of disk beside the venv.
+  .venv/bin/pip install -q --no-cache-dir -r scripts/requirements-torch.txt
 fi

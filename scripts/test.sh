@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# One full build, not an edit loop: incremental caches would add ~1 GB of disk for nothing.
+export CARGO_INCREMENTAL=0
+df -h . | awk 'NR==2 {print "== disk: " $4 " free before the build"}'
 
 echo "== screening side builds without libtorch or Python"
 env -u LIBTORCH -u LIBTORCH_USE_PYTORCH PATH="$(dirname "$(command -v cargo)"):/usr/bin:/bin" cargo build -q -p edge-runtime
@@ -20,3 +23,4 @@ source scripts/torch-env.sh
 echo "== fmt"; cargo fmt --all --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== tests"; cargo test --workspace --all-features
+du -sh target .venv 2>/dev/null | awk '{printf "== disk used: %s %s\n", $2, $1}'
