@@ -13,6 +13,7 @@ use host_trainer::data::labels::{read_labels, Positive};
 use host_trainer::data::split::Split;
 use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
+use host_trainer::export::qat::QatOptions;
 use host_trainer::export::quantize::{Calibration, Form};
 use host_trainer::export::run::{
     export, ExportOptions, Golden, QuantOptions, INT8_AGREEMENT_BOUND, INT8_P99_BOUND,
@@ -348,6 +349,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         calibration: Calibration::MinMax,
         form: Form::QLinearConv,
         enforce_bounds: false,
+        qat: None,
     };
     let golden = export(&ExportOptions {
         out: int8.clone(),
@@ -365,6 +367,29 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     // rounding in the float layers on another CPU.
     assert!(c.vs_export <= 1.0 / 255.0, "edge vs tract at export: {c:?}");
     assert!(report.int8_bytes * 3 < report.float_bytes, "{report:?}");
+
+    // The same, fine-tuned with its quantization (QAT): the file the edge runs is the one the
+    // export checked, and the fine-tuning reports what it did.
+    let qat = dir.path().join("fresh-qat.onnx");
+    let golden = export(&ExportOptions {
+        out: qat.clone(),
+        quantize: Some(QuantOptions {
+            qat: Some(QatOptions {
+                epochs: 2,
+                ..QatOptions::default()
+            }),
+            ..quant.clone()
+        }),
+        ..options.clone()
+    })
+    .unwrap();
+    let report = golden.quantization.clone().unwrap();
+    let tuned = report.qat.clone().expect("QAT report");
+    assert_eq!(tuned.epochs, 2);
+    assert!(tuned.first_epoch_mse.is_finite() && tuned.last_epoch_mse.is_finite());
+    let c = check_golden_int8(&qat, &golden);
+    eprintln!("fresh QAT int8 model: {c:?}; {tuned:?}");
+    assert!(c.vs_export <= 1.0 / 255.0, "edge vs tract at export: {c:?}");
 
     // A calibration set larger than the training split is refused, and nothing is written.
     let refused = dir.path().join("refused.onnx");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
+use host_trainer::export::qat::QatOptions;
 use host_trainer::export::quantize::{Calibration, Form};
 use host_trainer::export::run::{export, golden_path, ExportOptions, QuantOptions};
 use host_trainer::paths::data_dir;
@@ -41,6 +42,20 @@ pub struct Args {
     /// validation split (p99 |diff| <= 0.03, agreement >= 98 %, AUC drop <= 0.01, size <= 30 %).
     #[arg(long, requires = "quantize")]
     pub allow_out_of_bounds: bool,
+    /// Quantization-aware fine-tuning before the int8 model is written (with --quantize): passes
+    /// over the training photos, distilling the float network into its fake-int8 backbone.
+    /// 0: post-training quantization with bias correction only.
+    #[arg(long, default_value_t = 0, requires = "quantize")]
+    pub qat_epochs: usize,
+    /// Adam learning rate of the fine-tuning.
+    #[arg(long, default_value_t = QatOptions::default().lr, requires = "quantize")]
+    pub qat_lr: f64,
+    /// Fine-tune only the folded biases (with --qat-epochs).
+    #[arg(long, requires = "quantize")]
+    pub qat_biases_only: bool,
+    /// Feed the fine-tuning the TTA views as they are, without the run's training augmentation.
+    #[arg(long, requires = "quantize")]
+    pub qat_no_augment: bool,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
     #[arg(long, default_value_t = 16)]
     pub npy_samples: usize,
@@ -123,6 +138,13 @@ pub fn run(a: &Args) -> Result<()> {
             calibration: a.calibration,
             form: a.form,
             enforce_bounds: !a.allow_out_of_bounds,
+            qat: (a.qat_epochs > 0).then_some(QatOptions {
+                epochs: a.qat_epochs,
+                lr: a.qat_lr,
+                biases_only: a.qat_biases_only,
+                augment: !a.qat_no_augment,
+                ..QatOptions::default()
+            }),
         }),
         npy_samples: a.npy_samples,
     })?;
@@ -141,6 +163,12 @@ pub fn run(a: &Args) -> Result<()> {
             q.p99_abs_diff, q.max_abs_diff, 100.0 * q.decision_agreement, q.auc_float, q.auc_int8,
             q.float_bytes, q.int8_bytes, 100.0 * q.int8_bytes as f64 / q.float_bytes as f64
         );
+        if let Some(t) = &q.qat {
+            println!(
+                "quantization-aware fine-tuning: {} epochs over {} photos, lr {}, probability MSE {:.2e} -> {:.2e}, {:.0} s",
+                t.epochs, t.photos, t.lr, t.first_epoch_mse, t.last_epoch_mse, t.seconds
+            );
+        }
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! Export: the trained network as ONNX that carries its contract, and its golden outputs.
 pub mod onnx;
+pub mod qat;
 pub mod quantize;
 pub mod run;

@@ -30,7 +30,7 @@ fn get<'a>(w: &'a Weights, name: &str) -> Result<&'a (Vec<f32>, Vec<i64>)> {
 }
 
 /// BatchNorm as a per-channel affine map: `y = scale * x + shift` (eval mode, eps 1e-3).
-fn bn_affine(w: &Weights, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn bn_affine(w: &Weights, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let g = &get(w, &format!("{prefix}.weight"))?.0;
     let b = &get(w, &format!("{prefix}.bias"))?.0;
     let m = &get(w, &format!("{prefix}.running_mean"))?.0;
@@ -332,7 +332,7 @@ pub fn build_graph(arch: &Arch, w: &Weights, g: &mut Graph, emit: &mut dyn Emit)
 
 /// Weights `[cout, cin]` and bias of a dense layer, with an optional preceding per-feature
 /// affine (a folded BatchNorm) folded in.
-fn dense_weights(
+pub fn dense_weights(
     w: &Weights,
     prefix: &str,
     cin: usize,

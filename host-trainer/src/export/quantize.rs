@@ -341,9 +341,33 @@ pub fn quantize_weights(w: &[f32], rows: usize, floor: &[f32]) -> (Vec<i8>, Vec<
 /// Smallest weight scale per channel that keeps the int32 bias (`bias / (x_scale * w_scale)`)
 /// within 2^24: a channel whose BatchNorm all but switched it off has near-zero weights and a
 /// bias of ordinary size.
-fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
+pub fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
     bias.iter()
         .map(|b| b.abs() / (x_scale * (1 << 24) as f32))
+        .collect()
+}
+
+/// Bias correction: the mean error the weight rounding adds to each output channel,
+/// `sum((Wq - W) * E[x])`, from the per-channel means of the unit's input.
+pub fn rounding_error(u: &ConvUnit, w: &[f32], wq: &[i8], ws: &[f32], mean_in: &[f32]) -> Vec<f32> {
+    let per = w.len() / u.cout;
+    let (cin_g, cout_g) = (u.cin / u.groups, u.cout / u.groups);
+    let taps = u.kernel * u.kernel;
+    (0..u.cout)
+        .map(|c| {
+            let row = c * per..(c + 1) * per;
+            let first_in = (c / cout_g) * cin_g;
+            let err: f64 = w[row.clone()]
+                .iter()
+                .zip(&wq[row])
+                .enumerate()
+                .map(|(k, (&wf, &q))| {
+                    let m = mean_in[first_in + k / taps] as f64;
+                    (q as f64 * ws[c] as f64 - wf as f64) * m
+                })
+                .sum();
+            err as f32
+        })
         .collect()
 }
 
@@ -367,11 +391,15 @@ pub struct Int8Emit<'a> {
     written: HashSet<String>,
     /// Bias correction the first convolution owes the input encoding (see the module doc).
     stem_shift: Option<f32>,
+    /// Take the mean error of the weight rounding out of each bias (off for weights that were
+    /// fine-tuned with their rounding, see [`super::qat`]).
+    bias_correction: bool,
 }
 
 impl<'a> Int8Emit<'a> {
-    pub fn new(cal: &'a Calibrated, form: Form) -> Self {
+    pub fn new(cal: &'a Calibrated, form: Form, bias_correction: bool) -> Self {
         Int8Emit {
+            bias_correction,
             cal,
             source: HashMap::new(),
             form,
@@ -500,11 +528,15 @@ impl Emit for Int8Emit<'_> {
         let (wq, ws) = quantize_weights(&w, u.cout, &bias_floor(&bias, xq.scale));
         let per = w.len() / u.cout;
         let shift = self.stem_shift.take().unwrap_or(0.0);
-        let mean_in = self
-            .source
-            .get(x)
-            .and_then(|k| self.cal.means.get(k))
-            .with_context(|| format!("calibration has no input statistics for {}", u.conv))?;
+        let mean_in = if self.bias_correction {
+            self.source
+                .get(x)
+                .and_then(|k| self.cal.means.get(k))
+                .with_context(|| format!("calibration has no input statistics for {}", u.conv))?
+                .clone()
+        } else {
+            vec![0.0; u.cin]
+        };
         ensure!(
             mean_in.len() == u.cin,
             "{}: input statistics have {} channels, the layer {}",
@@ -512,25 +544,12 @@ impl Emit for Int8Emit<'_> {
             mean_in.len(),
             u.cin
         );
-        let (cin_g, cout_g) = (u.cin / u.groups, u.cout / u.groups);
-        let taps = u.kernel * u.kernel;
+        let err = rounding_error(u, &w, &wq, &ws, &mean_in);
         let mut bq = Vec::with_capacity(u.cout);
         for c in 0..u.cout {
-            let row = c * per..(c + 1) * per;
-            let sum: f32 = wq[row.clone()].iter().map(|&q| q as f32).sum();
-            // Bias correction: the mean error the weight rounding adds to this output,
-            // sum((Wq - W) * E[x]), taken back out of the bias.
-            let first_in = (c / cout_g) * cin_g;
-            let err: f64 = w[row.clone()]
-                .iter()
-                .zip(&wq[row])
-                .enumerate()
-                .map(|(k, (&wf, &q))| {
-                    let m = mean_in[first_in + k / taps] as f64;
-                    (q as f64 * ws[c] as f64 - wf as f64) * m
-                })
-                .sum();
-            let b = bias[c] + shift * sum * ws[c] - err as f32;
+            let sum: f32 = wq[c * per..(c + 1) * per].iter().map(|&q| q as f32).sum();
+            // Bias correction: the rounding's mean error taken back out of the bias.
+            let b = bias[c] + shift * sum * ws[c] - err[c];
             let v = (b as f64 / (xq.scale as f64 * ws[c] as f64)).round();
             ensure!(
                 v.abs() < i32::MAX as f64,
@@ -644,10 +663,11 @@ pub fn int8_model(
     w: &Weights,
     cal: &Calibrated,
     form: Form,
+    bias_correction: bool,
     metadata: Vec<(String, String)>,
 ) -> Result<ModelProto> {
     let mut g = Graph::default();
-    let mut emit = Int8Emit::new(cal, form);
+    let mut emit = Int8Emit::new(cal, form, bias_correction);
     let out = build_graph(arch, w, &mut g, &mut emit)?;
     let doc = match form {
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",

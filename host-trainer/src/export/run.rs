@@ -19,6 +19,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use super::onnx::{float_model, Weights};
+use super::qat::{distill, QatOptions, QatReport};
 use super::quantize::{calibrate, calibration_indices, int8_model, Calibration, Form};
 use crate::data::cache::Cache;
 use crate::data::labels::Positive;
@@ -64,6 +65,10 @@ pub struct QuantReport {
     pub float_bytes: usize,
     pub int8_bytes: usize,
     pub calibration_seconds: f64,
+    /// Quantization-aware fine-tuning, when it was done (the int8 model is written from its
+    /// weights, without bias correction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<QatReport>,
 }
 
 /// The bounds an int8 model must meet against the float one on the validation split.
@@ -129,6 +134,9 @@ pub struct QuantOptions {
     pub form: Form,
     /// Refuse to write a model that misses the int8 bounds.
     pub enforce_bounds: bool,
+    /// Fine-tune the fake-int8 backbone against the float network before writing (see
+    /// [`super::qat`]); `None`: post-training quantization with bias correction.
+    pub qat: Option<QatOptions>,
 }
 
 /// Options of `export`.
@@ -162,8 +170,13 @@ fn text(s: &str) -> Text {
 
 /// Named tensors of the loaded checkpoint.
 pub fn weights(loaded: &Loaded) -> Result<Weights> {
+    var_weights(&loaded.vs)
+}
+
+/// Named tensors of a var store.
+pub fn var_weights(vs: &tch::nn::VarStore) -> Result<Weights> {
     let mut w = Weights::new();
-    for (name, t) in loaded.vs.variables() {
+    for (name, t) in vs.variables() {
         let t = t
             .to_device(Device::Cpu)
             .to_kind(tch::Kind::Float)
@@ -358,7 +371,18 @@ fn quantize(
     let t0 = std::time::Instant::now();
     let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     let calibration_seconds = t0.elapsed().as_secs_f64();
-    let proto = int8_model(&loaded.info.arch, w, &cal, q.form, vec![])?;
+    let (proto, qat) = match &q.qat {
+        None => (
+            int8_model(&loaded.info.arch, w, &cal, q.form, true, vec![])?,
+            None,
+        ),
+        Some(o) => {
+            let aug = o.augment.then_some(&loaded.info.config.augment);
+            let (tuned, report) = distill(&loaded.net, w, &cal, &train, &contract.tta, aug, o)?;
+            let proto = int8_model(&loaded.info.arch, &tuned, &cal, q.form, false, vec![])?;
+            (proto, Some(report))
+        }
+    };
     let bytes = proto.encode_to_vec();
 
     let val = cache.split(Split::Val)?;
@@ -405,6 +429,7 @@ fn quantize(
             float_bytes,
             int8_bytes: bytes.len(),
             calibration_seconds,
+            qat,
         },
         plan,
     ))

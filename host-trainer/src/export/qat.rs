@@ -1,0 +1,492 @@
+//! Quantization-aware fine-tuning by distillation: the backbone, with every BatchNorm folded into
+//! its convolution, is run with fake int8 quantization exactly where the int8 model quantizes
+//! (per-channel symmetric weights, every convolution output and residual sum at its calibrated
+//! uint8 scale), and its weights are fine-tuned so that its logits match the float network's on
+//! the training photos' TTA views.
+//!
+//! The calibrated ranges stay fixed: the int8 model is then written from the fine-tuned weights
+//! with the same ranges, so what was trained is what ships. The float network is the teacher and
+//! stays the reference: the int8 model is still measured against it, not against the student.
+//! The head (float activations, int8 weights in the int8 model) is simulated but not trained.
+
+use anyhow::{ensure, Context, Result};
+use drscreen_core::{write_views, View};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use super::onnx::{bn_affine, dense_weights, fold_conv, residual_key, unit_key, Weights};
+use super::quantize::{
+    bias_floor, quantize_weights, rounding_error, Calibrated, QParams, INPUT_KEY,
+};
+use crate::data::cache::SplitData;
+use crate::model::arch::{Arch, ConvUnit, BN_EPS};
+use crate::model::net::Net;
+use crate::train::augment::augment;
+use crate::train::config::AugmentConfig;
+
+/// `--qat-*` options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QatOptions {
+    /// Passes over the training photos (one random TTA view of each per pass).
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub seed: u64,
+    /// Fine-tune only the (folded) biases: 17 k numbers instead of 2.2 M, which a few hundred
+    /// photos cannot overfit.
+    pub biases_only: bool,
+    /// Augment each batch as training did (the run's augmentation), for more varied inputs.
+    pub augment: bool,
+}
+
+impl Default for QatOptions {
+    fn default() -> Self {
+        QatOptions {
+            epochs: 4,
+            lr: 1e-5,
+            batch: 16,
+            seed: 7,
+            biases_only: false,
+            augment: true,
+        }
+    }
+}
+
+/// What the fine-tuning did, for the golden file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QatReport {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub photos: usize,
+    /// Mean squared probability difference student vs teacher over the first and the last epoch.
+    pub first_epoch_mse: f64,
+    pub last_epoch_mse: f64,
+    pub seconds: f64,
+}
+
+/// One folded convolution of the student.
+struct QUnit {
+    spec: ConvUnit,
+    w: Tensor,
+    b: Tensor,
+    /// Output quantization (fixed, from calibration).
+    out: QParams,
+}
+
+struct Student {
+    blocks: Vec<(Vec<QUnit>, Option<QParams>)>,
+    /// The head's dense layers as the int8 model computes them (BatchNorm folded, weights
+    /// rounded to int8 per row), frozen: (weights `[out, in]`, bias).
+    head: Vec<(Tensor, Tensor)>,
+}
+
+fn fake_quant(x: &Tensor, p: QParams) -> Tensor {
+    x.fake_quantize_per_tensor_affine(p.scale as f64, p.zero_point as i64, 0, 255)
+}
+
+impl Student {
+    fn new(
+        vs: &nn::Path,
+        arch: &Arch,
+        w: &Weights,
+        cal: &Calibrated,
+        train_weights: bool,
+    ) -> Result<Self> {
+        let range = |k: &str| {
+            cal.ranges
+                .get(k)
+                .copied()
+                .with_context(|| format!("calibration has no range for {k}"))
+        };
+        let mut blocks = Vec::new();
+        // The calibration key and scale of each unit's input, for the bias correction the
+        // student starts from (the post-training model's, see quantize.rs).
+        let mut input_key = INPUT_KEY.to_string();
+        let mut x_scale = 2.0 / 255.0;
+        for block in &arch.blocks {
+            let mut units = Vec::new();
+            for u in &block.units {
+                let (wf, mut bf) = fold_conv(w, u)?;
+                let mean_in = cal
+                    .means
+                    .get(&input_key)
+                    .with_context(|| format!("calibration has no statistics for {input_key}"))?;
+                ensure!(
+                    mean_in.len() == u.cin,
+                    "{}: input statistics do not match",
+                    u.conv
+                );
+                let (wq, ws) = quantize_weights(&wf, u.cout, &bias_floor(&bf, x_scale));
+                for (b, e) in bf.iter_mut().zip(rounding_error(u, &wf, &wq, &ws, mean_in)) {
+                    *b -= e;
+                }
+                let k = u.kernel as i64;
+                let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
+                let wt = Tensor::from_slice(&wf).view(dims);
+                let wt = if train_weights {
+                    vs.var_copy(&format!("{}_w", u.conv.replace('.', "_")), &wt)
+                } else {
+                    wt
+                };
+                let bt = vs.var_copy(
+                    &format!("{}_b", u.conv.replace('.', "_")),
+                    &Tensor::from_slice(&bf),
+                );
+                let (lo, hi) = range(&unit_key(u))?;
+                let out = if u.relu6 {
+                    QParams::for_range(0.0, hi.min(6.0))
+                } else {
+                    QParams::for_range(lo, hi)
+                };
+                input_key = unit_key(u);
+                x_scale = out.scale;
+                units.push(QUnit {
+                    spec: u.clone(),
+                    w: wt,
+                    b: bt,
+                    out,
+                });
+            }
+            let residual = if block.residual {
+                let (lo, hi) = range(&residual_key(block))?;
+                input_key = residual_key(block);
+                let p = QParams::for_range(lo, hi);
+                x_scale = p.scale;
+                Some(p)
+            } else {
+                None
+            };
+            blocks.push((units, residual));
+        }
+        let mut head = Vec::new();
+        let mut width = arch.head.features;
+        let layers = arch
+            .head
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, out))| (format!("head.fc{i}"), Some(format!("head.bn{i}")), out))
+            .chain([("head.out".to_string(), None, 1)]);
+        for (name, bn, out) in layers {
+            let pre = bn.map(|bn| bn_affine(w, &bn, width)).transpose()?;
+            let (wt, b) = dense_weights(
+                w,
+                &name,
+                width,
+                out,
+                pre.as_ref().map(|(s, t)| (&s[..], &t[..])),
+            )?;
+            let (q, scales) = quantize_weights(&wt, out, &[]);
+            let deq: Vec<f32> = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f32 * scales[i / width])
+                .collect();
+            head.push((
+                Tensor::from_slice(&deq).view([out as i64, width as i64]),
+                Tensor::from_slice(&b),
+            ));
+            width = out;
+        }
+        Ok(Student { blocks, head })
+    }
+
+    /// Logits `[N, 1]` through the fake-int8 backbone and the int8-weight head.
+    fn logits(&self, xs: &Tensor) -> Tensor {
+        let mut x = self.features(xs);
+        for (i, (w, b)) in self.head.iter().enumerate() {
+            x = x.linear(w, Some(b));
+            if i + 1 < self.head.len() {
+                x = x.relu();
+            }
+        }
+        x
+    }
+
+    /// Pooled features of `[N, 3, H, W]` input in [0, 1], through the fake-int8 backbone.
+    fn features(&self, xs: &Tensor) -> Tensor {
+        let mut x = xs * 2.0 - 1.0;
+        // The input's scale (the photo's pixels, read with scale 2/255; see quantize.rs).
+        let mut x_scale = 2.0 / 255.0;
+        for (units, residual) in &self.blocks {
+            let input = x.shallow_clone();
+            for u in units {
+                let p = u.spec.pad;
+                if p.iter().any(|&v| v > 0) {
+                    x = x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64]);
+                }
+                let wq = fake_quant_weights(&u.w, &u.b, x_scale);
+                x = x.conv2d(
+                    &wq,
+                    Some(&u.b),
+                    [u.spec.stride as i64; 2],
+                    [0i64, 0],
+                    [1i64, 1],
+                    u.spec.groups as i64,
+                );
+                // The uint8 range is the ReLU6 (see quantize.rs): fake quantization clamps too.
+                x = fake_quant(&x, u.out);
+                x_scale = u.out.scale;
+            }
+            if let Some(r) = residual {
+                x = fake_quant(&(x + input), *r);
+                x_scale = r.scale;
+            }
+        }
+        x.mean_dim(&[2i64, 3][..], false, Kind::Float)
+    }
+
+    /// The fine-tuned weights as a checkpoint: each convolution holds its folded weights and its
+    /// BatchNorm is the identity with the folded bias as its shift.
+    fn weights(&self, teacher: &Weights) -> Result<Weights> {
+        let mut out = teacher.clone();
+        let to_vec = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.detach()
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view(-1)
+                .try_into()?)
+        };
+        for (units, _) in &self.blocks {
+            for u in units {
+                let c = u.spec.cout;
+                let shape = u.w.size();
+                out.insert(format!("{}.weight", u.spec.conv), (to_vec(&u.w)?, shape));
+                let bn = &u.spec.bn;
+                let ch = vec![c as i64];
+                // running_var + eps = 1, so the fold scales by exactly 1.
+                out.insert(format!("{bn}.weight"), (vec![1.0; c], ch.clone()));
+                out.insert(format!("{bn}.bias"), (to_vec(&u.b)?, ch.clone()));
+                out.insert(format!("{bn}.running_mean"), (vec![0.0; c], ch.clone()));
+                out.insert(
+                    format!("{bn}.running_var"),
+                    (vec![(1.0 - BN_EPS) as f32; c], ch),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Per-output-channel symmetric int8 fake quantization with the scales the exporter uses
+/// (`max|w| / 127`, floored so the int32 bias fits; see `quantize_weights` and `bias_floor`).
+fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: f32) -> Tensor {
+    let rows = w.size()[0];
+    let scale = tch::no_grad(|| {
+        let amax = w.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0;
+        let floor = b.abs() / (x_scale as f64 * (1u64 << 24) as f64);
+        let s = amax.maximum(&floor);
+        // An all-zero channel: any scale is exact.
+        s.where_self(&s.gt(0.0), &Tensor::ones_like(&s))
+    });
+    let zero = Tensor::zeros([rows], (Kind::Int, w.device()));
+    w.fake_quantize_per_channel_affine(&scale, &zero, 0, -127, 127)
+}
+
+/// Probabilities `[N]` of `xs` (`[N, 3, H, W]` in [0, 1]) through the fake-int8 backbone built
+/// from `w` as [`distill`] starts it (bias-corrected), and its int8-weight head: what the int8
+/// model written from `w` with bias correction computes, up to rounding ties.
+pub fn fake_int8_probability(
+    teacher: &Net,
+    w: &Weights,
+    cal: &Calibrated,
+    xs: &Tensor,
+) -> Result<Tensor> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let student = Student::new(&vs.root(), &teacher.arch, w, cal, false)?;
+    Ok(tch::no_grad(|| student.logits(xs).sigmoid().squeeze_dim(1)))
+}
+
+/// Fine-tunes the fake-int8 backbone to match `teacher` on every photo of `train` (one random
+/// view of `views` per photo and epoch); returns the weights to write the int8 model from.
+pub fn distill(
+    teacher: &Net,
+    w: &Weights,
+    cal: &Calibrated,
+    train: &SplitData,
+    views: &[View],
+    augmentation: Option<&AugmentConfig>,
+    o: &QatOptions,
+) -> Result<(Weights, QatReport)> {
+    ensure!(o.epochs > 0, "--qat-epochs must be at least 1");
+    ensure!(o.batch > 0, "--qat-batch must be at least 1");
+    ensure!(o.lr > 0.0 && o.lr.is_finite(), "--qat-lr must be positive");
+    ensure!(
+        !train.is_empty(),
+        "quantization-aware fine-tuning needs training photos; the cache has none"
+    );
+    ensure!(!views.is_empty(), "the contract has no TTA views");
+    let t0 = std::time::Instant::now();
+    let device = Device::Cpu;
+    let vs = nn::VarStore::new(device);
+    let student = Student::new(&vs.root(), &teacher.arch, w, cal, !o.biases_only)?;
+    let mut opt = nn::Adam::default().build(&vs, o.lr)?;
+    let s = train.size;
+    let per = 3 * s * s;
+    // Seeds the augmentation (torch's generator) and the order and views (ours).
+    tch::manual_seed(o.seed as i64);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut view_buf = vec![0f32; views.len() * per];
+    let mut epoch_mse = Vec::with_capacity(o.epochs);
+    for _ in 0..o.epochs {
+        order.shuffle(&mut rng);
+        let (mut sum, mut n) = (0f64, 0usize);
+        for chunk in order.chunks(o.batch) {
+            let mut buf = Vec::with_capacity(chunk.len() * per);
+            for &i in chunk {
+                write_views(train.image(i), s, s, views, &mut view_buf)?;
+                let v = rng.gen_range(0..views.len());
+                buf.extend_from_slice(&view_buf[v * per..(v + 1) * per]);
+            }
+            let x = Tensor::from_slice(&buf).view([chunk.len() as i64, 3, s as i64, s as i64]);
+            let x = match augmentation {
+                Some(a) => augment(&x, a),
+                None => x,
+            };
+            let target = tch::no_grad(|| teacher.forward_t(&x, false).sigmoid());
+            let p = student.logits(&x).sigmoid();
+            let loss = (p - target).square().mean(Kind::Float);
+            opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            ensure!(
+                l.is_finite(),
+                "quantization-aware fine-tuning diverged (loss {l}): try a smaller --qat-lr"
+            );
+            sum += l * chunk.len() as f64;
+            n += chunk.len();
+        }
+        epoch_mse.push(sum / n as f64);
+    }
+    let weights = student.weights(w)?;
+    Ok((
+        weights,
+        QatReport {
+            epochs: o.epochs,
+            lr: o.lr,
+            batch: o.batch,
+            photos: train.len(),
+            first_epoch_mse: epoch_mse[0],
+            last_epoch_mse: *epoch_mse.last().unwrap_or(&f64::NAN),
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::quantize::{calibrate, int8_model, Calibration, Form};
+    use crate::export::run::var_weights;
+    use drscreen_core::SEED_VIEWS;
+    use prost::Message;
+    use tch::Tensor;
+    use tract_onnx::prelude::*;
+
+    /// What is trained is what ships: the student's fake-int8 forward (with the corrected
+    /// biases it starts from) and the int8 model written from its weights agree in tract, and
+    /// the weights it hands back hold the folded convolutions exactly.
+    #[test]
+    fn student_matches_the_int8_model_it_writes() {
+        let size = 32;
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Net::new(&vs.root(), Arch::mobilenet_v2(1.0, size), 0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let photos: Vec<Vec<u8>> = (0..4)
+            .map(|_| (0..size * size * 3).map(|_| rng.gen()).collect())
+            .collect();
+        // A freshly initialised head barely depends on its input: amplify the output unit so
+        // that the logits spread around 0 and the probabilities show the backbone's error.
+        let mut all = vec![0f32; photos.len() * SEED_VIEWS.len() * 3 * size * size];
+        for (p, chunk) in photos
+            .iter()
+            .zip(all.chunks_mut(SEED_VIEWS.len() * 3 * size * size))
+        {
+            write_views(p, size, size, &SEED_VIEWS, chunk).unwrap();
+        }
+        let xs = Tensor::from_slice(&all).view([-1, 3, size as i64, size as i64]);
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            let _ = vars["head.out.weight"]
+                .shallow_clone()
+                .g_mul_scalar_(2000.0);
+            let logits = net.forward_t(&xs, false);
+            let spread = logits.std(true).double_value(&[]);
+            let mean = logits.mean(Kind::Float).double_value(&[]);
+            let _ = vars["head.out.weight"]
+                .shallow_clone()
+                .g_mul_scalar_(2.0 / spread);
+            let _ = vars["head.out.bias"]
+                .shallow_clone()
+                .g_sub_scalar_(mean * 2.0 / spread);
+        });
+        let w = var_weights(&vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+
+        // The student's weights (corrected biases, identity BatchNorm) written as int8 without
+        // bias correction.
+        let svs = nn::VarStore::new(Device::Cpu);
+        let student = Student::new(&svs.root(), &net.arch, &w, &cal, true).unwrap();
+        let tuned = student.weights(&w).unwrap();
+        for u in net.arch.units() {
+            let (a, b) = (fold_conv(&tuned, u).unwrap(), &student_unit(&student, u));
+            assert_eq!(a.0, b.0, "{}: folded weights", u.conv);
+            assert_eq!(a.1, b.1, "{}: folded bias", u.conv);
+        }
+        let proto = int8_model(&net.arch, &tuned, &cal, Form::QLinearConv, false, vec![]).unwrap();
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut &proto.encode_to_vec()[..])
+            .unwrap()
+            .with_input_fact(0, f32::fact([SEED_VIEWS.len(), 3, size, size]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let mut batch = vec![0f32; SEED_VIEWS.len() * 3 * size * size];
+        let (mut worst, mut float_gap) = (0f32, 0f32);
+        for p in &photos {
+            write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
+            let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
+            let fake: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let input = tract_ndarray::Array4::from_shape_vec(
+                (SEED_VIEWS.len(), 3, size, size),
+                batch.clone(),
+            )
+            .unwrap()
+            .into_tensor();
+            let out = plan.run(tvec!(input.into())).unwrap();
+            let int8 = out[0].to_plain_array_view::<f32>().unwrap();
+            let float: Vec<f32> = tch::no_grad(|| net.probability(&x)).try_into().unwrap();
+            for ((a, b), f) in fake.iter().zip(int8.iter()).zip(&float) {
+                worst = worst.max((a - b).abs());
+                float_gap = float_gap.max((f - b).abs());
+            }
+        }
+        eprintln!("fake-int8 vs int8 in tract {worst:.2e}; float vs int8 {float_gap:.2e}");
+        // The simulation is much closer to the int8 model than the float network is.
+        assert!(
+            worst < 0.2 * float_gap,
+            "fake-int8 {worst} vs float {float_gap}"
+        );
+    }
+
+    fn student_unit(s: &Student, u: &ConvUnit) -> (Vec<f32>, Vec<f32>) {
+        let q = s
+            .blocks
+            .iter()
+            .flat_map(|(units, _)| units)
+            .find(|q| q.spec.conv == u.conv)
+            .unwrap();
+        let v = |t: &Tensor| Vec::<f32>::try_from(t.detach().view(-1)).unwrap();
+        (v(&q.w), v(&q.b))
+    }
+}
