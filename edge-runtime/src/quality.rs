@@ -85,10 +85,16 @@ fn work_copy(rgb: &[u8], width: usize, height: usize) -> Option<(Vec<u8>, usize,
         return None;
     }
     let (cw, ch) = (width / k * k, height / k * k);
-    let cropped: Vec<u8> = (0..ch)
-        .flat_map(|y| &rgb[y * width * 3..(y * width + cw) * 3])
-        .copied()
-        .collect();
+    // Rows are contiguous: only a width that is not a multiple of k needs a cropped copy.
+    let cropped: std::borrow::Cow<[u8]> = if cw == width {
+        std::borrow::Cow::Borrowed(&rgb[..ch * width * 3])
+    } else {
+        let mut v = Vec::with_capacity(cw * ch * 3);
+        for y in 0..ch {
+            v.extend_from_slice(&rgb[y * width * 3..(y * width + cw) * 3]);
+        }
+        std::borrow::Cow::Owned(v)
+    };
     let (w, h) = (cw / k, ch / k);
     let mut out = vec![0u8; w * h * 3];
     resize(&cropped, cw, ch, &mut out, w, h, 3, Interpolation::Area).ok()?;
