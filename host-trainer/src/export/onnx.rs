@@ -30,7 +30,7 @@ fn get<'a>(w: &'a Weights, name: &str) -> Result<&'a (Vec<f32>, Vec<i64>)> {
 }
 
 /// BatchNorm as a per-channel affine map: `y = scale * x + shift` (eval mode, eps 1e-3).
-pub fn bn_affine(w: &Weights, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+fn bn_affine(w: &Weights, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let g = &get(w, &format!("{prefix}.weight"))?.0;
     let b = &get(w, &format!("{prefix}.bias"))?.0;
     let m = &get(w, &format!("{prefix}.running_mean"))?.0;
@@ -308,18 +308,16 @@ pub fn build_graph(arch: &Arch, w: &Weights, g: &mut Graph, emit: &mut dyn Emit)
     let x = emit.features(g, &x)?;
     let pooled = g.node("GlobalAveragePool", &[&x], vec![], "gap");
     let mut x = g.node("Flatten", &[&pooled], vec![attr_int("axis", 1)], "flat");
-    // Head: BN -> (dropout) -> Dense ReLU, repeated; each BN folds into the Dense after it.
-    let mut width = arch.head.features;
-    for (i, &(_, out)) in arch.head.hidden.iter().enumerate() {
-        let (scale, shift) = bn_affine(w, &format!("head.bn{i}"), width)?;
-        let name = format!("head.fc{i}");
-        let (wt, b) = dense_weights(w, &name, width, out, Some((&scale, &shift)))?;
-        x = emit.dense(g, &name, &x, wt, b, [out as i64, width as i64])?;
-        x = g.node("Relu", &[&x], vec![], "relu");
-        width = out;
+    // Head: Dense ReLU, repeated, then the output unit.
+    let layers = head_layers(arch, w)?;
+    let last = layers.len() - 1;
+    for (i, d) in layers.into_iter().enumerate() {
+        x = emit.dense(g, &d.name, &x, d.w, d.b, d.dims)?;
+        if i < last {
+            x = g.node("Relu", &[&x], vec![], "relu");
+        }
     }
-    let (wt, b) = dense_weights(w, "head.out", width, 1, None)?;
-    let logit = emit.dense(g, "head.out", &x, wt, b, [1, width as i64])?;
+    let logit = x;
     g.nodes.push(NodeProto {
         op_type: "Sigmoid".into(),
         name: OUTPUT.into(),
@@ -330,9 +328,46 @@ pub fn build_graph(arch: &Arch, w: &Weights, g: &mut Graph, emit: &mut dyn Emit)
     Ok(OUTPUT.into())
 }
 
+/// One dense layer of the head with the BatchNorm before it folded in.
+pub struct Dense {
+    pub name: String,
+    /// `[cout, cin]`, row-major.
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    /// `[cout, cin]`.
+    pub dims: [i64; 2],
+}
+
+/// The head's dense layers in order (BN -> (dropout) -> Dense ReLU, repeated, each BN folded into
+/// the Dense after it; then the output unit, no ReLU).
+pub fn head_layers(arch: &Arch, w: &Weights) -> Result<Vec<Dense>> {
+    let mut layers = Vec::new();
+    let mut width = arch.head.features;
+    for (i, &(_, out)) in arch.head.hidden.iter().enumerate() {
+        let (scale, shift) = bn_affine(w, &format!("head.bn{i}"), width)?;
+        let name = format!("head.fc{i}");
+        let (wt, b) = dense_weights(w, &name, width, out, Some((&scale, &shift)))?;
+        layers.push(Dense {
+            name,
+            w: wt,
+            b,
+            dims: [out as i64, width as i64],
+        });
+        width = out;
+    }
+    let (wt, b) = dense_weights(w, "head.out", width, 1, None)?;
+    layers.push(Dense {
+        name: "head.out".into(),
+        w: wt,
+        b,
+        dims: [1, width as i64],
+    });
+    Ok(layers)
+}
+
 /// Weights `[cout, cin]` and bias of a dense layer, with an optional preceding per-feature
 /// affine (a folded BatchNorm) folded in.
-pub fn dense_weights(
+fn dense_weights(
     w: &Weights,
     prefix: &str,
     cin: usize,

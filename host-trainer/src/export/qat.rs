@@ -16,10 +16,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use super::onnx::{bn_affine, dense_weights, fold_conv, residual_key, unit_key, Weights};
-use super::quantize::{
-    bias_floor, quantize_weights, rounding_error, Calibrated, QParams, INPUT_KEY,
-};
+use super::onnx::{fold_conv, head_layers, residual_key, unit_key, Weights};
+use super::quantize::{quantize_unit, quantize_weights, Calibrated, QParams, INPUT_KEY};
 use crate::data::cache::SplitData;
 use crate::model::arch::{Arch, ConvUnit, BN_EPS};
 use crate::model::net::Net;
@@ -114,13 +112,8 @@ impl Student {
                     .means
                     .get(&input_key)
                     .with_context(|| format!("calibration has no statistics for {input_key}"))?;
-                ensure!(
-                    mean_in.len() == u.cin,
-                    "{}: input statistics do not match",
-                    u.conv
-                );
-                let (wq, ws) = quantize_weights(&wf, u.cout, &bias_floor(&bf, x_scale));
-                for (b, e) in bf.iter_mut().zip(rounding_error(u, &wf, &wq, &ws, mean_in)) {
+                let (_, _, err) = quantize_unit(u, &wf, &bf, x_scale, Some(mean_in))?;
+                for (b, e) in bf.iter_mut().zip(err) {
                     *b -= e;
                 }
                 let k = u.kernel as i64;
@@ -162,34 +155,18 @@ impl Student {
             blocks.push((units, residual));
         }
         let mut head = Vec::new();
-        let mut width = arch.head.features;
-        let layers = arch
-            .head
-            .hidden
-            .iter()
-            .enumerate()
-            .map(|(i, &(_, out))| (format!("head.fc{i}"), Some(format!("head.bn{i}")), out))
-            .chain([("head.out".to_string(), None, 1)]);
-        for (name, bn, out) in layers {
-            let pre = bn.map(|bn| bn_affine(w, &bn, width)).transpose()?;
-            let (wt, b) = dense_weights(
-                w,
-                &name,
-                width,
-                out,
-                pre.as_ref().map(|(s, t)| (&s[..], &t[..])),
-            )?;
-            let (q, scales) = quantize_weights(&wt, out, &[]);
+        for d in head_layers(arch, w)? {
+            let (out, width) = (d.dims[0] as usize, d.dims[1] as usize);
+            let (q, scales) = quantize_weights(&d.w, out, &[]);
             let deq: Vec<f32> = q
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| v as f32 * scales[i / width])
                 .collect();
             head.push((
-                Tensor::from_slice(&deq).view([out as i64, width as i64]),
-                Tensor::from_slice(&b),
+                Tensor::from_slice(&deq).view(d.dims),
+                Tensor::from_slice(&d.b),
             ));
-            width = out;
         }
         Ok(Student { blocks, head })
     }
@@ -330,17 +307,15 @@ pub fn distill(
     tch::manual_seed(o.seed as i64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut view_buf = vec![0f32; views.len() * per];
     let mut epoch_mse = Vec::with_capacity(o.epochs);
     for _ in 0..o.epochs {
         order.shuffle(&mut rng);
         let (mut sum, mut n) = (0f64, 0usize);
         for chunk in order.chunks(o.batch) {
-            let mut buf = Vec::with_capacity(chunk.len() * per);
-            for &i in chunk {
-                write_views(train.image(i), s, s, views, &mut view_buf)?;
+            let mut buf = vec![0f32; chunk.len() * per];
+            for (&i, out) in chunk.iter().zip(buf.chunks_mut(per)) {
                 let v = rng.gen_range(0..views.len());
-                buf.extend_from_slice(&view_buf[v * per..(v + 1) * per]);
+                write_views(train.image(i), s, s, &views[v..=v], out)?;
             }
             let x = Tensor::from_slice(&buf).view([chunk.len() as i64, 3, s as i64, s as i64]);
             let x = match augmentation {

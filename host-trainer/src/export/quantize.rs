@@ -341,15 +341,40 @@ pub fn quantize_weights(w: &[f32], rows: usize, floor: &[f32]) -> (Vec<i8>, Vec<
 /// Smallest weight scale per channel that keeps the int32 bias (`bias / (x_scale * w_scale)`)
 /// within 2^24: a channel whose BatchNorm all but switched it off has near-zero weights and a
 /// bias of ordinary size.
-pub fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
+fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
     bias.iter()
         .map(|b| b.abs() / (x_scale * (1 << 24) as f32))
         .collect()
 }
 
-/// Bias correction: the mean error the weight rounding adds to each output channel,
-/// `sum((Wq - W) * E[x])`, from the per-channel means of the unit's input.
-pub fn rounding_error(u: &ConvUnit, w: &[f32], wq: &[i8], ws: &[f32], mean_in: &[f32]) -> Vec<f32> {
+/// A unit's per-channel int8 weights at input scale `x_scale` (values, scales), and the mean
+/// error their rounding adds to each output channel, for bias correction: `sum((Wq - W) * E[x])`
+/// from the per-channel means of the unit's input (zeros without them).
+pub fn quantize_unit(
+    u: &ConvUnit,
+    w: &[f32],
+    bias: &[f32],
+    x_scale: f32,
+    mean_in: Option<&[f32]>,
+) -> Result<(Vec<i8>, Vec<f32>, Vec<f32>)> {
+    let (wq, ws) = quantize_weights(w, u.cout, &bias_floor(bias, x_scale));
+    let err = match mean_in {
+        None => vec![0.0; u.cout],
+        Some(m) => {
+            ensure!(
+                m.len() == u.cin,
+                "{}: input statistics have {} channels, the layer {}",
+                u.conv,
+                m.len(),
+                u.cin
+            );
+            rounding_error(u, w, &wq, &ws, m)
+        }
+    };
+    Ok((wq, ws, err))
+}
+
+fn rounding_error(u: &ConvUnit, w: &[f32], wq: &[i8], ws: &[f32], mean_in: &[f32]) -> Vec<f32> {
     let per = w.len() / u.cout;
     let (cin_g, cout_g) = (u.cin / u.groups, u.cout / u.groups);
     let taps = u.kernel * u.kernel;
@@ -525,26 +550,19 @@ impl Emit for Int8Emit<'_> {
             x.to_string()
         };
         let xq = self.params(x)?;
-        let (wq, ws) = quantize_weights(&w, u.cout, &bias_floor(&bias, xq.scale));
         let per = w.len() / u.cout;
         let shift = self.stem_shift.take().unwrap_or(0.0);
+        let cal = self.cal;
         let mean_in = if self.bias_correction {
-            self.source
-                .get(x)
-                .and_then(|k| self.cal.means.get(k))
-                .with_context(|| format!("calibration has no input statistics for {}", u.conv))?
-                .clone()
+            let m = self.source.get(x).and_then(|k| cal.means.get(k));
+            Some(
+                m.with_context(|| format!("calibration has no input statistics for {}", u.conv))?
+                    .as_slice(),
+            )
         } else {
-            vec![0.0; u.cin]
+            None
         };
-        ensure!(
-            mean_in.len() == u.cin,
-            "{}: input statistics have {} channels, the layer {}",
-            u.conv,
-            mean_in.len(),
-            u.cin
-        );
-        let err = rounding_error(u, &w, &wq, &ws, &mean_in);
+        let (wq, ws, err) = quantize_unit(u, &w, &bias, xq.scale, mean_in)?;
         let mut bq = Vec::with_capacity(u.cout);
         for c in 0..u.cout {
             let sum: f32 = wq[c * per..(c + 1) * per].iter().map(|&q| q as f32).sum();
