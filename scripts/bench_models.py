@@ -37,9 +37,9 @@ def ort_ms(model, batch, size, threads, runs):
     return float(np.median(t))
 
 
-def tract_ms(model, batch, size, threads, runs):
+def tract_ms(model, batch, size, runs):
     exe = ROOT / "target" / "release" / "examples" / "profile_model"
-    out = subprocess.run([str(exe), str(model), "--batch", str(batch), "--size", str(size), "--threads", str(threads),
+    out = subprocess.run([str(exe), str(model), "--batch", str(batch), "--size", str(size),
                           "--runs", str(runs), "--top", "0"], check=True, capture_output=True, text=True).stdout
     return float(re.search(r"([0-9.]+) ms per run", out).group(1))
 
@@ -51,15 +51,16 @@ def main():
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "edge-runtime", "--example", "profile_model"], cwd=ROOT, check=True)
     print(f"{os.cpu_count()} cores; onnxruntime {ort.__version__}\n")
-    print("| model | size | MB | batch | threads | tract ms | onnxruntime ms | tract/ORT |")
+    # tract runs one thread (the edge spreads views over threads, not one call's kernels).
+    print("| model | size | MB | batch | ORT threads | tract ms (1 thread) | onnxruntime ms | tract/ORT |")
     print("|---|---|---|---|---|---|---|---|")
     for m in a.models:
         meta = {p.key: p.value for p in onnx.load(str(m)).metadata_props}
         size = json.loads(meta["drscreen.contract"])["input"]["width"]
         mb = m.stat().st_size / 1e6
         for batch in (1, 5):
+            t = tract_ms(m.resolve(), batch, size, a.runs)
             for threads in (1, 2):
-                t = tract_ms(m.resolve(), batch, size, threads, a.runs)
                 o = ort_ms(m, batch, size, threads, a.runs)
                 print(f"| {m.name} | {size} | {mb:.1f} | {batch} | {threads} | {t:.1f} | {o:.1f} | {t / o:.2f} |", flush=True)
 

@@ -6,7 +6,9 @@ onnxruntime) on the same JPEGs and the same ONNX files, in one run.
 
 Photos: IDRiD_001 as shipped (1024x680 JPEG) and the same photo upscaled to 3888x2592 (JPEG q92),
 standing in for a camera frame. Both sides: decode, (edge: quality gate), preprocess, the contract's
-5 TTA views in one inference call, mean. Threads 1 and 2. Prints a Markdown table (medians, ms).
+5 TTA views, mean. The edge runs its views one call each, spread over 1 or 2 threads (the device
+path), and, for comparison, all in one batched call; the peer makes one batched onnxruntime call
+with 1 or 2 intra-op threads. Prints a Markdown table (medians, ms).
 """
 import argparse
 import json
@@ -66,23 +68,24 @@ def main():
     photos = [("1024x680", src), ("3888x2592", big)]
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "edge-runtime", "--benches"], cwd=ROOT, check=True)
     print(f"{os.cpu_count()} cores; OpenCV {cv2.__version__}, onnxruntime {ort.__version__}\n")
-    print("| model | photo | threads | edge total | decode | quality | preprocess | 5-view inference | peer total (OpenCV+ORT) | peer inference | ratio edge/peer |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | photo | threads | edge views | edge total | decode | quality | preprocess | 5-view inference | peer total (OpenCV+ORT) | peer inference | ratio edge/peer |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rss = {}
     for model in a.models:
-        for threads in (1, 2):
+        for threads, views in ((1, "per-view"), (2, "per-view"), (1, "one-batch")):
+            flags = ["--one-batch"] if views == "one-batch" else []
             res = subprocess.run(["cargo", "bench", "-q", "-p", "edge-runtime", "--bench", "screening", "--", "--model", str(model.resolve()),
-                                  "--threads", str(threads)] + [str(p.resolve()) for _, p in photos], cwd=ROOT, check=True, capture_output=True, text=True)
+                                  "--threads", str(threads)] + flags + [str(p.resolve()) for _, p in photos], cwd=ROOT, check=True, capture_output=True, text=True)
             lines = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
-            rss[(model.name, threads)] = next(l["peak_rss_kb"] for l in lines if "peak_rss_kb" in l)
+            rss[(model.name, threads, views)] = next(l["peak_rss_kb"] for l in lines if "peak_rss_kb" in l)
             for name, p in photos:
                 e = next(l for l in lines if l.get("photo") == str(p.resolve()))
                 d, pre, inf, tot = peer(model, p, threads)
-                print(f"| {model.name} | {name} | {threads} | {e['total_ms']:.1f} | {e['decode_ms']:.1f} | {e['quality_ms']:.1f} | "
+                print(f"| {model.name} | {name} | {threads} | {views} | {e['total_ms']:.1f} | {e['decode_ms']:.1f} | {e['quality_ms']:.1f} | "
                       f"{e['preprocess_ms']:.1f} | {e['inference_ms']:.1f} | {tot:.1f} | {inf:.1f} | {e['total_ms'] / tot:.2f} |")
     print("\nPeak RSS of the edge bench process (model loaded, both photos screened):")
-    for (m, t), kb in rss.items():
-        print(f"- {m}, {t} thread(s): {kb / 1024:.0f} MiB")
+    for (m, t, v), kb in rss.items():
+        print(f"- {m}, {t} thread(s), {v}: {kb / 1024:.0f} MiB")
     print(f"- Python peer process (all runs): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

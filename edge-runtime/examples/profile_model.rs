@@ -1,7 +1,7 @@
 //! Per-node profile of a model in tract: where the time goes and which kernels run.
 //!
 //! `cargo run --release -p edge-runtime --example profile_model -- MODEL.onnx [--batch 5]
-//! [--runs 20] [--threads 1] [--top 25] [--size 224]`
+//! [--runs 20] [--top 25] [--size 224]` (one thread)
 //!
 //! Each node's evaluation is timed over `--runs` runs (after one warm-up); the output lists the
 //! time per op type and the slowest nodes with tract's own description of the op (for a
@@ -26,12 +26,11 @@ fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().context(
-        "usage: profile_model MODEL.onnx [--batch N] [--runs N] [--threads N] [--top N]",
-    )?;
+    let path = args
+        .first()
+        .context("usage: profile_model MODEL.onnx [--batch N] [--runs N] [--top N] [--size N]")?;
     let (batch, runs) = (arg(&args, "--batch", 5)?, arg(&args, "--runs", 20)?);
-    let (threads, top) = (arg(&args, "--threads", 1)?, arg(&args, "--top", 25)?);
-    edge_runtime::engine::set_threads(threads);
+    let top = arg(&args, "--top", 25)?;
     let model = tract_onnx::onnx().model_for_path(path)?;
     let size = arg(&args, "--size", 224)?;
     let plan = model
@@ -65,7 +64,7 @@ fn main() -> Result<()> {
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3 / runs as f64;
     println!(
-        "{path}: batch {batch} at {size} px, {threads} thread(s), {runs} runs: {:.2} ms per run",
+        "{path}: batch {batch} at {size} px, 1 thread, {runs} runs: {:.2} ms per run",
         per(total)
     );
     let mut by_op: BTreeMap<String, (Duration, usize)> = BTreeMap::new();

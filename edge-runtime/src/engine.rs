@@ -1,5 +1,12 @@
 //! The model on the device: an ONNX file read with tract, its contract parsed and checked, the
-//! network optimised once for a batch of exactly the contract's TTA views.
+//! network optimised once per process.
+//!
+//! The TTA views run as single-view calls of one batch-1 plan, spread over the engine's threads
+//! ([`Views::PerView`]), not as one batch ([`Views::OneBatch`]): tract 0.23 runs a batch of 5
+//! views 9-13x slower than one view, because at batch > 1 it lowers each pointwise convolution
+//! through an einsum whose output reshape blocks the fused bias + ReLU6 epilogue (a pass over the
+//! tensor each for the bias, the clip and a layout move; sonos/tract PR #2415). Both paths give the
+//! same probabilities (a test checks); `docs/benchmarks.md` has the figures.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +15,23 @@ use drscreen_core::{ModelContract, CONTRACT_KEY};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+/// How the TTA views of one screening go through tract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Views {
+    /// One batch-1 plan, one call per view, views spread over the engine's threads (the default:
+    /// the faster path in tract 0.23).
+    PerView,
+    /// One plan for a batch of all the views, one call (kept to measure against).
+    OneBatch,
+}
+
 /// A loaded model: contract, identity and the optimised tract plan.
 pub struct Engine {
     pub contract: ModelContract,
     pub path: PathBuf,
     pub sha256: String,
+    views: Views,
+    threads: usize,
     plan: std::sync::Arc<TypedRunnableModel>,
 }
 
@@ -23,16 +42,6 @@ impl std::fmt::Debug for Engine {
             .field("sha256", &self.sha256)
             .finish()
     }
-}
-
-/// Sets how many threads tract's matrix kernels use (1 = the calling thread only).
-pub fn set_threads(n: usize) {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    set_default_executor(if n <= 1 {
-        Executor::SingleThread
-    } else {
-        Executor::multithread(n)
-    });
 }
 
 /// Reads the contract JSON from an ONNX file's `metadata_props`.
@@ -63,8 +72,13 @@ pub fn read_contract(
 }
 
 impl Engine {
-    /// Loads and optimises `path` for batches of the contract's TTA views.
+    /// Loads and optimises `path`: views run one per call ([`Views::PerView`]) on one thread.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, Views::PerView)
+    }
+
+    /// Loads and optimises `path` for `views`.
+    pub fn load_with(path: &Path, views: Views) -> Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
         ensure!(!bytes.is_empty(), "model {} is empty", path.display());
@@ -77,8 +91,14 @@ impl Engine {
                 )
             })?;
         let contract = read_contract(&model, path)?;
-        let (n, s) = (contract.tta.len(), contract.input.width as usize);
-        let h = contract.input.height as usize;
+        let n = match views {
+            Views::PerView => 1,
+            Views::OneBatch => contract.tta.len(),
+        };
+        let (h, s) = (
+            contract.input.height as usize,
+            contract.input.width as usize,
+        );
         let plan = model
             .with_input_fact(0, f32::fact([n, 3, h, s]).into())
             .and_then(|m| m.into_optimized())
@@ -93,8 +113,28 @@ impl Engine {
             contract,
             path: path.to_path_buf(),
             sha256: format!("{:x}", Sha256::digest(&bytes)),
+            views,
+            threads: 1,
             plan,
         })
+    }
+
+    /// Runs the views of a screening on up to `n` threads (each view is one call; with
+    /// [`Views::OneBatch`] there is one call and this has no effect). tract's own kernels stay
+    /// single-threaded: views are the coarser, cheaper unit to share out.
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Threads a screening may use (see [`Engine::with_threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// How the views go through tract.
+    pub fn views(&self) -> Views {
+        self.views
     }
 
     /// A note for the operator when this file is not the format the export named as the device
@@ -115,8 +155,8 @@ impl Engine {
     }
 
     /// Runs one batch (`views x 3 x H x W` floats, as [`drscreen_core::write_views`] writes it)
-    /// and returns one probability per view.
-    pub fn run(&self, batch: Vec<f32>) -> Result<Vec<f32>> {
+    /// and returns one probability per view, in view order.
+    pub fn run(&self, batch: &[f32]) -> Result<Vec<f32>> {
         let (n, h, w) = (
             self.contract.tta.len(),
             self.contract.input.height as usize,
@@ -127,7 +167,63 @@ impl Engine {
             "batch has {} values, the model needs {n}x3x{h}x{w}",
             batch.len()
         );
-        let input = tract_ndarray::Array4::from_shape_vec((n, 3, h, w), batch)?.into_tensor();
+        let probs = match self.views {
+            Views::OneBatch => self.call(batch, n)?,
+            Views::PerView => {
+                let view_len = 3 * h * w;
+                let workers = self.threads.min(n);
+                if workers <= 1 {
+                    let mut probs = Vec::with_capacity(n);
+                    for view in batch.chunks_exact(view_len) {
+                        probs.extend(self.call(view, 1)?);
+                    }
+                    probs
+                } else {
+                    // Worker k runs views k, k + workers, ...; the results go back in view order.
+                    let per_worker: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
+                        let handles: Vec<_> = (0..workers)
+                            .map(|k| {
+                                scope.spawn(move || {
+                                    batch
+                                        .chunks_exact(view_len)
+                                        .skip(k)
+                                        .step_by(workers)
+                                        .map(|view| Ok(self.call(view, 1)?[0]))
+                                        .collect::<Result<Vec<f32>>>()
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(anyhow!("an inference thread panicked"))
+                                })
+                            })
+                            .collect()
+                    });
+                    let per_worker = per_worker.into_iter().collect::<Result<Vec<_>>>()?;
+                    (0..n)
+                        .map(|i| per_worker[i % workers][i / workers])
+                        .collect()
+                }
+            }
+        };
+        ensure!(
+            probs.len() == n,
+            "model returned {} values for {n} views",
+            probs.len()
+        );
+        Ok(probs)
+    }
+
+    /// One tract call on `count` consecutive views; one probability per view.
+    fn call(&self, views: &[f32], count: usize) -> Result<Vec<f32>> {
+        let (h, w) = (
+            self.contract.input.height as usize,
+            self.contract.input.width as usize,
+        );
+        let input = Tensor::from_shape(&[count, 3, h, w], views)?;
         let out = self
             .plan
             .run(tvec!(input.into()))
@@ -138,8 +234,8 @@ impl Engine {
             .copied()
             .collect();
         ensure!(
-            probs.len() == n,
-            "model returned {} values for {n} views",
+            probs.len() == count,
+            "model returned {} values for {count} views",
             probs.len()
         );
         Ok(probs)

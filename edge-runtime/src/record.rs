@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::quality::{Quality, QualityMetrics};
 
-/// Stage timings of one screening, milliseconds.
+/// Stage timings of one screening, milliseconds. With more than one thread the quality gate
+/// runs beside the preprocessing, so their times overlap; `total_ms` is the wall time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub decode_ms: f64,

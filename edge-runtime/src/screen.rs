@@ -1,5 +1,5 @@
-//! One screening: bytes -> decode -> quality gate -> preprocessing -> all TTA views in one tract
-//! call -> mean -> threshold -> a [`Record`]. Never panics on bad input: anything that cannot be
+//! One screening: bytes -> decode -> quality gate -> preprocessing -> the TTA views through tract
+//! ([`crate::engine::Engine::run`]) -> mean -> threshold -> a [`Record`]. Never panics on bad input: anything that cannot be
 //! screened becomes an "ungradable" record with the reason.
 
 use std::path::Path;
@@ -89,34 +89,53 @@ impl Screener {
         };
         r.latency.decode_ms = ms(t);
 
-        let t = Instant::now();
-        let m = measure(&photo.rgb, photo.width, photo.height);
+        // The quality gate and the preprocessing only read the frame: with a second thread the
+        // gate runs beside the preprocessing, whose work is dropped if the photo is ungradable.
+        let c = &self.engine.contract;
+        let spec = c.preprocess_spec();
+        let (ws, batch) = (&mut self.ws, &mut self.batch);
+        let gate = || {
+            let t = Instant::now();
+            let m = measure(&photo.rgb, photo.width, photo.height);
+            (m, ms(t))
+        };
+        let mut prepare = || {
+            let t = Instant::now();
+            let result = ws
+                .preprocess(&photo.rgb, photo.width, photo.height, &spec)
+                .and_then(|rgb| {
+                    batch.resize(c.tta.len() * rgb.len(), 0.0);
+                    write_views(&rgb, spec.out_width, spec.out_height, &c.tta, batch)
+                });
+            (result, ms(t))
+        };
+        let ((m, quality_ms), prepared) = if self.engine.threads() > 1 {
+            let (gated, prepared) = std::thread::scope(|scope| {
+                let gated = scope.spawn(gate);
+                let prepared = prepare();
+                (gated.join(), prepared)
+            });
+            match gated {
+                Ok(g) => (g, Some(prepared)),
+                Err(_) => {
+                    r.error = Some("the quality gate failed (a bug: please report it)".into());
+                    r.latency.total_ms = ms(t0);
+                    return r;
+                }
+            }
+        } else {
+            (gate(), None)
+        };
         let q = assess(&m, &self.limits);
-        r.latency.quality_ms = ms(t);
+        r.latency.quality_ms = quality_ms;
         r.quality_metrics = Some(m);
         r.quality = Some(q.clone());
         if q != Quality::Gradable {
             r.latency.total_ms = ms(t0);
             return r;
         }
-
-        let t = Instant::now();
-        let c = &self.engine.contract;
-        let spec = c.preprocess_spec();
-        let result = self
-            .ws
-            .preprocess(&photo.rgb, photo.width, photo.height, &spec)
-            .and_then(|rgb| {
-                self.batch.resize(c.tta.len() * rgb.len(), 0.0);
-                write_views(
-                    &rgb,
-                    spec.out_width,
-                    spec.out_height,
-                    &c.tta,
-                    &mut self.batch,
-                )
-            });
-        r.latency.preprocess_ms = ms(t);
+        let (result, preprocess_ms) = prepared.unwrap_or_else(prepare);
+        r.latency.preprocess_ms = preprocess_ms;
         if let Err(e) = result {
             r.error = Some(format!("preprocessing failed: {e}"));
             r.latency.total_ms = ms(t0);
@@ -126,7 +145,7 @@ impl Screener {
         let t = Instant::now();
         let screened = self
             .engine
-            .run(std::mem::take(&mut self.batch))
+            .run(&self.batch)
             .and_then(|p| aggregate(&p).map_err(|e| anyhow::anyhow!("model output: {e}")))
             .and_then(|a| {
                 Ok((

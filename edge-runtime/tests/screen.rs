@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use edge_runtime::engine::{default_model, Engine};
+use edge_runtime::engine::{default_model, Engine, Views};
 use edge_runtime::indicator::{report, Indicator};
 use edge_runtime::quality::{assess, measure, Limits, Quality};
 use edge_runtime::record::{read_log, Log, Outcome, Record};
@@ -119,7 +119,7 @@ fn sixteen_bit_greyscale_and_cmyk_photos_are_decoded_not_crashed() {
 }
 
 #[test]
-fn a_real_photo_is_screened_with_all_views_in_one_call() {
+fn a_real_photo_is_screened_with_all_views() {
     let mut s = screener();
     let r = s.screen_file(&data("idrid/images/IDRiD_005_train.jpg"));
     assert_eq!(r.quality, Some(Quality::Gradable));
@@ -135,6 +135,64 @@ fn a_real_photo_is_screened_with_all_views_in_one_call() {
         }
     );
     assert_eq!(r.image_sha256.as_ref().unwrap().len(), 64);
+}
+
+/// The device runs each view as its own call, spread over threads: that must give what one
+/// batched call gives, view for view and in view order, whatever the thread count.
+#[test]
+fn per_view_calls_on_any_thread_count_equal_one_batched_call() {
+    let photo = data("idrid/images/IDRiD_005_train.jpg");
+    let model = default_model();
+    let batched = Engine::load_with(&model, Views::OneBatch).unwrap();
+    assert_eq!(batched.views(), Views::OneBatch);
+    let want = Screener::new(batched).screen_file(&photo);
+    assert_eq!(want.per_view.len(), 5);
+    // Distinct views, or the order would go unchecked.
+    assert!(
+        want.per_view.windows(2).all(|w| w[0] != w[1]),
+        "{:?}",
+        want.per_view
+    );
+    for threads in [1, 2, 3, 5, 8] {
+        let engine = Engine::load(&model).unwrap().with_threads(threads);
+        assert_eq!(engine.views(), Views::PerView);
+        let got = Screener::new(engine).screen_file(&photo);
+        for (v, (a, b)) in got.per_view.iter().zip(&want.per_view).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "{threads} threads, view {v}: {a} vs {b}"
+            );
+        }
+        assert_eq!((got.outcome, got.per_view.len()), (want.outcome, 5));
+    }
+}
+
+/// With two threads the quality gate runs beside the preprocessing: an ungradable photo must still
+/// be reported as the gate found it, with no probability, as on one thread.
+#[test]
+fn the_gate_beside_the_preprocessing_still_decides_first() {
+    let img = image::open(data("idrid/images/IDRiD_001_train.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let dark = image::RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Rgb(img.get_pixel(x, y).0.map(|v| v / 8))
+    });
+    let bytes = png_bytes(image::DynamicImage::ImageRgb8(dark));
+    let mut records = Vec::new();
+    for threads in [1, 2] {
+        let engine = Engine::load(&default_model())
+            .unwrap()
+            .with_threads(threads);
+        let r = Screener::new(engine).screen_bytes("dark.png", &bytes, std::time::Instant::now());
+        assert_eq!(r.outcome, Outcome::Ungradable, "{threads} threads");
+        assert!(
+            matches!(r.quality, Some(Quality::Ungradable { .. })),
+            "{r:?}"
+        );
+        assert!(r.probability.is_none() && r.per_view.is_empty() && r.error.is_none());
+        records.push((reason(&r), r.quality_metrics));
+    }
+    assert_eq!(records[0], records[1]);
 }
 
 #[test]

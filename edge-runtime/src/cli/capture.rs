@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::v4l2::{capture, FRAME_TIMEOUT, SKIP_FRAMES};
 
@@ -34,8 +33,9 @@ pub struct Args {
     pub log: PathBuf,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Threads the TTA views of a screening are spread over (default: one per CPU core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -57,8 +57,7 @@ pub fn run(a: &Args) -> Result<()> {
     };
     // Load the model before the camera: a model error should not cost a photo.
     let screening = if a.screen {
-        set_threads(a.threads);
-        let engine = super::load_engine(a.model.as_deref())?;
+        let engine = super::load_engine(a.model.as_deref(), a.threads)?;
         let (log, _) = super::screen::open_log(&a.log)?;
         Some((Screener::new(engine), log))
     } else {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args as ClapArgs};
 use edge_runtime::device::{rpi, Device, Pins, SleepDelay};
-use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::folder::{self, FolderCamera};
 use edge_runtime::source::watch::Watcher;
@@ -45,8 +44,9 @@ pub struct Args {
     /// Results log (JSON lines, fsync'd before each result is shown); keep it on persistent storage.
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Threads the TTA views of a screening are spread over (default: one per CPU core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Green LED (no referral), BCM GPIO number.
     #[arg(long, default_value_t = Pins::default().green)]
     pub green_pin: u8,
@@ -102,8 +102,7 @@ pub fn run(a: &Args) -> Result<()> {
         button: a.button_pin,
     };
     pins.check()?;
-    set_threads(a.threads);
-    let engine = super::load_engine(a.model.as_deref())?;
+    let engine = super::load_engine(a.model.as_deref(), a.threads)?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered.screened();
     let mut camera = camera(a, seen)?;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use edge_runtime::engine::set_threads;
 use edge_runtime::record::{Log, Outcome, Record, Recovered};
 use edge_runtime::screen::Screener;
 
@@ -22,9 +21,9 @@ pub struct Args {
     /// Results log (JSON lines, fsync'd before each result is printed).
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
-    /// Inference threads.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Threads the TTA views of a screening are spread over (default: one per CPU core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn describe(r: &Record) -> String {
@@ -78,8 +77,7 @@ pub fn log_then_print(log: &mut Log, r: &Record, json: bool) -> Result<()> {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    set_threads(a.threads);
-    let engine = super::load_engine(a.model.as_deref())?;
+    let engine = super::load_engine(a.model.as_deref(), a.threads)?;
     let (mut log, _) = open_log(&a.log)?;
     let mut screener = Screener::new(engine);
     for image in &a.images {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use edge_runtime::engine::set_threads;
 use edge_runtime::screen::Screener;
 use edge_runtime::source::watch::{Found, Watcher};
 
@@ -30,13 +29,13 @@ pub struct Args {
     pub polls: u64,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Threads the TTA views of a screening are spread over (default: one per CPU core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    set_threads(a.threads);
-    let engine = super::load_engine(a.model.as_deref())?;
+    let engine = super::load_engine(a.model.as_deref(), a.threads)?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered.screened();
     let mut watcher = Watcher::new(&a.dir, seen)?
