@@ -170,28 +170,23 @@ impl Engine {
         let probs = match self.views {
             Views::OneBatch => self.call(batch, n)?,
             Views::PerView => {
-                let view_len = 3 * h * w;
-                let workers = self.threads.min(n);
-                if workers <= 1 {
-                    let mut probs = Vec::with_capacity(n);
-                    for view in batch.chunks_exact(view_len) {
-                        probs.extend(self.call(view, 1)?);
-                    }
-                    probs
+                // Worker k runs views k, k + workers, ...; the results go back in view order.
+                let workers = self.threads.min(n).max(1);
+                let worker = |k: usize| -> Result<Vec<f32>> {
+                    batch
+                        .chunks_exact(3 * h * w)
+                        .skip(k)
+                        .step_by(workers)
+                        .map(|view| Ok(self.call(view, 1)?[0]))
+                        .collect()
+                };
+                let per_worker: Vec<Vec<f32>> = if workers == 1 {
+                    vec![worker(0)?]
                 } else {
-                    // Worker k runs views k, k + workers, ...; the results go back in view order.
-                    let per_worker: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
+                    std::thread::scope(|scope| {
+                        let worker = &worker;
                         let handles: Vec<_> = (0..workers)
-                            .map(|k| {
-                                scope.spawn(move || {
-                                    batch
-                                        .chunks_exact(view_len)
-                                        .skip(k)
-                                        .step_by(workers)
-                                        .map(|view| Ok(self.call(view, 1)?[0]))
-                                        .collect::<Result<Vec<f32>>>()
-                                })
-                            })
+                            .map(|k| scope.spawn(move || worker(k)))
                             .collect();
                         handles
                             .into_iter()
@@ -200,13 +195,12 @@ impl Engine {
                                     Err(anyhow!("an inference thread panicked"))
                                 })
                             })
-                            .collect()
-                    });
-                    let per_worker = per_worker.into_iter().collect::<Result<Vec<_>>>()?;
-                    (0..n)
-                        .map(|i| per_worker[i % workers][i / workers])
-                        .collect()
-                }
+                            .collect::<Result<_>>()
+                    })?
+                };
+                (0..n)
+                    .map(|i| per_worker[i % per_worker.len()][i / per_worker.len()])
+                    .collect()
             }
         };
         ensure!(

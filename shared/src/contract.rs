@@ -114,8 +114,9 @@ pub struct Deployment {
     pub precision: Precision,
     /// The format a device should load by default (the faster one in tract, measured at export).
     pub device_default: Precision,
-    /// tract latency of one batch of all TTA views, float and int8, as measured at export
-    /// (milliseconds, one thread; `None` when only one format was built).
+    /// tract latency of all TTA views of one screening, float and int8, as measured at export
+    /// (milliseconds, one thread, one call per view as the device runs them; exports before
+    /// 2026-12 timed one batched call; `None` when only one format was built).
     pub tract_ms_float: Option<f32>,
     pub tract_ms_int8: Option<f32>,
 }
@@ -141,7 +142,7 @@ pub struct ModelContract {
     pub clahe: ClaheParams,
     /// Resize from the equalised photo to the input size.
     pub resize: Interpolation,
-    /// TTA views, run as one batch; the output is their mean.
+    /// TTA views; the output is the mean of their probabilities.
     pub tta: heapless::Vec<View, MAX_VIEWS>,
     pub thresholds: Thresholds,
     pub positive_class: PositiveClass,

@@ -43,7 +43,7 @@ fn edge_views(engine: &Engine, ws: &mut Workspace, photo: &Path) -> (Vec<f32>, S
     let mut batch = vec![0f32; c.tta.len() * rgb.len()];
     write_views(&rgb, spec.out_width, spec.out_height, &c.tta, &mut batch).unwrap();
     (
-        engine.run(batch).unwrap(),
+        engine.run(&batch).unwrap(),
         format!("{:x}", Sha256::digest(&rgb)),
     )
 }
