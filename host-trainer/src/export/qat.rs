@@ -9,6 +9,8 @@
 //! stays the reference: the int8 model is still measured against it, not against the student.
 //! The head (float activations, int8 weights in the int8 model) is simulated but not trained.
 
+use std::collections::HashSet;
+
 use anyhow::{ensure, Context, Result};
 use drscreen_core::{write_views, View};
 use rand::seq::SliceRandom;
@@ -65,6 +67,18 @@ pub struct QatReport {
     pub seconds: f64,
 }
 
+/// What the simulation leaves in float, for a sensitivity sweep ([`fake_int8_probability`]):
+/// nothing by default (the int8 model as written).
+#[derive(Debug, Clone, Default)]
+pub struct FloatParts {
+    /// Convolutions (by [`unit_key`]) whose weights stay float (and get no bias correction).
+    pub weights: HashSet<String>,
+    /// Tensors (by [`unit_key`] / [`residual_key`]) that are not quantized.
+    pub activations: HashSet<String>,
+    /// The head's dense layers keep float weights.
+    pub head: bool,
+}
+
 /// One folded convolution of the student.
 struct QUnit {
     spec: ConvUnit,
@@ -72,10 +86,19 @@ struct QUnit {
     b: Tensor,
     /// Output quantization (fixed, from calibration).
     out: QParams,
+    /// Whether the weights and the output are quantized (see [`FloatParts`]).
+    quant_w: bool,
+    quant_out: bool,
+}
+
+/// A block's residual sum: its quantization, and whether it is quantized (see [`FloatParts`]).
+struct QResidual {
+    out: QParams,
+    quantized: bool,
 }
 
 struct Student {
-    blocks: Vec<(Vec<QUnit>, Option<QParams>)>,
+    blocks: Vec<(Vec<QUnit>, Option<QResidual>)>,
     /// The head's dense layers as the int8 model computes them (BatchNorm folded, weights
     /// rounded to int8 per row), frozen: (weights `[out, in]`, bias).
     head: Vec<(Tensor, Tensor)>,
@@ -92,6 +115,7 @@ impl Student {
         w: &Weights,
         cal: &Calibrated,
         train_weights: bool,
+        float: &FloatParts,
     ) -> Result<Self> {
         let range = |k: &str| {
             cal.ranges
@@ -112,9 +136,12 @@ impl Student {
                     .means
                     .get(&input_key)
                     .with_context(|| format!("calibration has no statistics for {input_key}"))?;
-                let (_, _, err) = quantize_unit(u, &wf, &bf, x_scale, Some(mean_in))?;
-                for (b, e) in bf.iter_mut().zip(err) {
-                    *b -= e;
+                let quant_w = !float.weights.contains(&unit_key(u));
+                if quant_w {
+                    let (_, _, err) = quantize_unit(u, &wf, &bf, x_scale, Some(mean_in))?;
+                    for (b, e) in bf.iter_mut().zip(err) {
+                        *b -= e;
+                    }
                 }
                 let k = u.kernel as i64;
                 let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
@@ -141,6 +168,8 @@ impl Student {
                     w: wt,
                     b: bt,
                     out,
+                    quant_w,
+                    quant_out: !float.activations.contains(&unit_key(u)),
                 });
             }
             let residual = if block.residual {
@@ -148,7 +177,10 @@ impl Student {
                 input_key = residual_key(block);
                 let p = QParams::for_range(lo, hi);
                 x_scale = p.scale;
-                Some(p)
+                Some(QResidual {
+                    out: p,
+                    quantized: !float.activations.contains(&residual_key(block)),
+                })
             } else {
                 None
             };
@@ -157,6 +189,13 @@ impl Student {
         let mut head = Vec::new();
         for d in head_layers(arch, w)? {
             let (out, width) = (d.dims[0] as usize, d.dims[1] as usize);
+            if float.head {
+                head.push((
+                    Tensor::from_slice(&d.w).view(d.dims),
+                    Tensor::from_slice(&d.b),
+                ));
+                continue;
+            }
             let (q, scales) = quantize_weights(&d.w, out, &[]);
             let deq: Vec<f32> = q
                 .iter()
@@ -195,7 +234,11 @@ impl Student {
                 if p.iter().any(|&v| v > 0) {
                     x = x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64]);
                 }
-                let wq = fake_quant_weights(&u.w, &u.b, x_scale);
+                let wq = if u.quant_w {
+                    fake_quant_weights(&u.w, &u.b, x_scale)
+                } else {
+                    u.w.shallow_clone()
+                };
                 x = x.conv2d(
                     &wq,
                     Some(&u.b),
@@ -205,12 +248,19 @@ impl Student {
                     u.spec.groups as i64,
                 );
                 // The uint8 range is the ReLU6 (see quantize.rs): fake quantization clamps too.
-                x = fake_quant(&x, u.out);
+                x = match (u.quant_out, u.spec.relu6) {
+                    (true, _) => fake_quant(&x, u.out),
+                    (false, true) => x.clamp(0.0, 6.0),
+                    (false, false) => x,
+                };
                 x_scale = u.out.scale;
             }
             if let Some(r) = residual {
-                x = fake_quant(&(x + input), *r);
-                x_scale = r.scale;
+                x += input;
+                if r.quantized {
+                    x = fake_quant(&x, r.out);
+                }
+                x_scale = r.out.scale;
             }
         }
         x.mean_dim(&[2i64, 3][..], false, Kind::Float)
@@ -265,15 +315,17 @@ fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: f32) -> Tensor {
 
 /// Probabilities `[N]` of `xs` (`[N, 3, H, W]` in [0, 1]) through the fake-int8 backbone built
 /// from `w` as [`distill`] starts it (bias-corrected), and its int8-weight head: what the int8
-/// model written from `w` with bias correction computes, up to rounding ties.
+/// model written from `w` with bias correction computes, up to rounding ties, when `float` is
+/// empty; with parts left in float, what quantizing everything else costs.
 pub fn fake_int8_probability(
     teacher: &Net,
     w: &Weights,
     cal: &Calibrated,
     xs: &Tensor,
+    float: &FloatParts,
 ) -> Result<Tensor> {
     let vs = nn::VarStore::new(Device::Cpu);
-    let student = Student::new(&vs.root(), &teacher.arch, w, cal, false)?;
+    let student = Student::new(&vs.root(), &teacher.arch, w, cal, false, float)?;
     Ok(tch::no_grad(|| student.logits(xs).sigmoid().squeeze_dim(1)))
 }
 
@@ -299,7 +351,14 @@ pub fn distill(
     let t0 = std::time::Instant::now();
     let device = Device::Cpu;
     let vs = nn::VarStore::new(device);
-    let student = Student::new(&vs.root(), &teacher.arch, w, cal, !o.biases_only)?;
+    let student = Student::new(
+        &vs.root(),
+        &teacher.arch,
+        w,
+        cal,
+        !o.biases_only,
+        &FloatParts::default(),
+    )?;
     let mut opt = nn::Adam::default().build(&vs, o.lr)?;
     let s = train.size;
     let per = 3 * s * s;
@@ -361,21 +420,22 @@ mod tests {
     use tch::Tensor;
     use tract_onnx::prelude::*;
 
-    /// What is trained is what ships: the student's fake-int8 forward (with the corrected
-    /// biases it starts from) and the int8 model written from its weights agree in tract, and
-    /// the weights it hands back hold the folded convolutions exactly.
-    #[test]
-    fn student_matches_the_int8_model_it_writes() {
+    /// torch's generator is global: tests that seed it and build a network take turns.
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A 32 px test network, its random photos and their TTA views; with `amplify`, its output
+    /// unit is scaled: a freshly initialised head barely depends on its input, so the output is
+    /// scaled until the logits spread around 0 and the probabilities show the backbone's error.
+    fn test_net(seed: i64, amplify: bool) -> (nn::VarStore, Net, Vec<Vec<u8>>, Tensor) {
         let size = 32;
-        tch::manual_seed(3);
+        let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = Net::new(&vs.root(), Arch::mobilenet_v2(1.0, size), 0);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64 + 2);
         let photos: Vec<Vec<u8>> = (0..4)
             .map(|_| (0..size * size * 3).map(|_| rng.gen()).collect())
             .collect();
-        // A freshly initialised head barely depends on its input: amplify the output unit so
-        // that the logits spread around 0 and the probabilities show the backbone's error.
         let mut all = vec![0f32; photos.len() * SEED_VIEWS.len() * 3 * size * size];
         for (p, chunk) in photos
             .iter()
@@ -386,6 +446,9 @@ mod tests {
         let xs = Tensor::from_slice(&all).view([-1, 3, size as i64, size as i64]);
         let vars = vs.variables();
         tch::no_grad(|| {
+            if !amplify {
+                return;
+            }
             let _ = vars["head.out.weight"]
                 .shallow_clone()
                 .g_mul_scalar_(2000.0);
@@ -399,6 +462,16 @@ mod tests {
                 .shallow_clone()
                 .g_sub_scalar_(mean * 2.0 / spread);
         });
+        (vs, net, photos, xs)
+    }
+
+    /// What is trained is what ships: the student's fake-int8 forward (with the corrected
+    /// biases it starts from) and the int8 model written from its weights agree in tract, and
+    /// the weights it hands back hold the folded convolutions exactly.
+    #[test]
+    fn student_matches_the_int8_model_it_writes() {
+        let size = 32;
+        let (vs, net, photos, _) = test_net(3, true);
         let w = var_weights(&vs).unwrap();
         let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
         let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
@@ -406,7 +479,15 @@ mod tests {
         // The student's weights (corrected biases, identity BatchNorm) written as int8 without
         // bias correction.
         let svs = nn::VarStore::new(Device::Cpu);
-        let student = Student::new(&svs.root(), &net.arch, &w, &cal, true).unwrap();
+        let student = Student::new(
+            &svs.root(),
+            &net.arch,
+            &w,
+            &cal,
+            true,
+            &FloatParts::default(),
+        )
+        .unwrap();
         let tuned = student.weights(&w).unwrap();
         for u in net.arch.units() {
             let (a, b) = (fold_conv(&tuned, u).unwrap(), &student_unit(&student, u));
@@ -428,7 +509,7 @@ mod tests {
         for p in &photos {
             write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
             let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
-            let fake: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x)
+            let fake: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default())
                 .unwrap()
                 .try_into()
                 .unwrap();
@@ -452,6 +533,72 @@ mod tests {
             worst < 0.2 * float_gap,
             "fake-int8 {worst} vs float {float_gap}"
         );
+    }
+
+    /// The sensitivity sweep's switches reach every quantization step: with every part left in
+    /// float the simulation is the float network, and each kind of part alone moves it.
+    #[test]
+    fn a_simulation_with_every_part_left_in_float_is_the_float_network() {
+        let (vs, net, photos, xs) = test_net(3, false);
+        let w = var_weights(&vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let mut weights = FloatParts::default();
+        let mut activations = FloatParts::default();
+        for b in &net.arch.blocks {
+            for u in &b.units {
+                weights.weights.insert(unit_key(u));
+                activations.activations.insert(unit_key(u));
+            }
+            if b.residual {
+                activations.activations.insert(residual_key(b));
+            }
+        }
+        let everything = FloatParts {
+            weights: weights.weights.clone(),
+            activations: activations.activations.clone(),
+            head: true,
+        };
+        // Features and logits: a 32 px network barely moves its freshly initialised head, so
+        // probabilities would hide the backbone's error.
+        let (float_features, float_logits) =
+            tch::no_grad(|| (net.features(&xs, false), net.forward_t(&xs, false)));
+        let sim = |parts: &FloatParts| {
+            let svs = nn::VarStore::new(Device::Cpu);
+            let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, parts).unwrap();
+            tch::no_grad(|| (st.features(&xs), st.logits(&xs)))
+        };
+        let d = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        let (int8, all) = (sim(&FloatParts::default()), sim(&everything));
+        let int8_gap = (d(&int8.0, &float_features), d(&int8.1, &float_logits));
+        let all_gap = (d(&all.0, &float_features), d(&all.1, &float_logits));
+        eprintln!("int8 (features, logits) {int8_gap:?}; everything left in float {all_gap:?}");
+        assert!(
+            all_gap.0 < 1e-3 * int8_gap.0 && all_gap.1 < 1e-3 * int8_gap.1,
+            "{all_gap:?} vs int8 {int8_gap:?}"
+        );
+        // Each kind of part alone: the switch changes the simulation, and what stays quantized
+        // still moves it off the float network.
+        let mut head_only = everything.clone();
+        head_only.head = false;
+        for (name, parts, logits) in [
+            ("weights", &weights, false),
+            ("activations", &activations, false),
+            ("all but the head", &head_only, true),
+        ] {
+            let (f, l) = sim(parts);
+            let (got, int8_out, float_out, floor) = if logits {
+                (l, &int8.1, &float_logits, all_gap.1)
+            } else {
+                (f, &int8.0, &float_features, all_gap.0)
+            };
+            let (moved, left) = (d(&got, int8_out), d(&got, float_out));
+            eprintln!("{name} left in float: {moved:.3e} from int8, {left:.3e} from float");
+            assert!(
+                moved > 10.0 * floor && left > 10.0 * floor,
+                "{name}: {moved} {left}"
+            );
+        }
     }
 
     fn student_unit(s: &Student, u: &ConvUnit) -> (Vec<f32>, Vec<f32>) {

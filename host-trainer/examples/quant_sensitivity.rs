@@ -1,0 +1,199 @@
+//! Where the int8 error comes from: the fake-int8 simulation (the one `export --quantize`
+//! checks against the int8 file in tract) on the validation split, with one part at a time left in
+//! float: a unit's weights, one tensor's activations, the head's weights.
+//!
+//! `source scripts/torch-env.sh; cargo run -p host-trainer --example quant_sensitivity -- RUN [--calib 100]
+//! [--threshold T] [--top 15]`
+//!
+//! Prints, for the whole int8 network and for each part left in float, the figures issue 4 bounds
+//! (p99 and max |int8 - float| of the TTA probability, decision agreement at the threshold) and the
+//! mean logit shift; then the greedy set of parts to leave in float until the bounds hold.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use drscreen_core::{write_views, SEED_VIEWS};
+use host_trainer::data::cache::Cache;
+use host_trainer::data::split::Split;
+use host_trainer::eval::evaluate::{load_run, predict_tta};
+use host_trainer::export::onnx::{residual_key, unit_key};
+use host_trainer::export::qat::{fake_int8_probability, FloatParts};
+use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
+use host_trainer::export::run::weights;
+use tch::{Device, Tensor};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} needs a value")),
+        None => Ok(default),
+    }
+}
+
+/// p99 and max |diff|, agreement, mean logit difference.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    p99: f32,
+    max: f32,
+    agreement: f64,
+    logit_shift: f64,
+}
+
+fn figures(float: &[f32], int8: &[f32], t: f32) -> Figures {
+    let mut d: Vec<f32> = float.iter().zip(int8).map(|(a, b)| (a - b).abs()).collect();
+    d.sort_by(f32::total_cmp);
+    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).clamp(1, d.len()) - 1];
+    let agree = float
+        .iter()
+        .zip(int8)
+        .filter(|(a, b)| (**a >= t) == (**b >= t))
+        .count();
+    let logit =
+        |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln() as f64;
+    let shift = float
+        .iter()
+        .zip(int8)
+        .map(|(a, b)| logit(*b) - logit(*a))
+        .sum::<f64>()
+        / float.len() as f64;
+    Figures {
+        p99,
+        max: *d.last().unwrap_or(&0.0),
+        agreement: agree as f64 / float.len() as f64,
+        logit_shift: shift,
+    }
+}
+
+fn meets(f: &Figures) -> bool {
+    f.p99 <= 0.03 && f.agreement >= 0.98
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run = PathBuf::from(
+        args.first()
+            .context("usage: quant_sensitivity RUN [--calib N]")?,
+    );
+    let calib: usize = arg(&args, "--calib", 100)?;
+    let t: f32 = arg(&args, "--threshold", 0.454)?;
+    let top: usize = arg(&args, "--top", 15)?;
+    let loaded = load_run(&run, None, Device::Cpu)?;
+    let w = weights(&loaded)?;
+    let arch = &loaded.info.arch;
+    let cache = Cache::open(&loaded.info.config.cache)?;
+    let train = cache.split(Split::Train)?;
+    let idx = calibration_indices(train.len(), calib)?;
+    let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
+    let cal = calibrate(arch, &w, &photos, &SEED_VIEWS, Calibration::MinMax)?;
+    let val = cache.split(Split::Val)?;
+    let float: Vec<f32> = predict_tta(&loaded.net, &val, &SEED_VIEWS, Device::Cpu, 4)?
+        .iter()
+        .map(|p| p.probability)
+        .collect();
+    let (s, v) = (val.size, SEED_VIEWS.len());
+    let mut buf = vec![0f32; val.len() * v * 3 * s * s];
+    for (i, out) in buf.chunks_mut(v * 3 * s * s).enumerate() {
+        write_views(val.image(i), s, s, &SEED_VIEWS, out)?;
+    }
+    let xs = Tensor::from_slice(&buf).view([(val.len() * v) as i64, 3, s as i64, s as i64]);
+    drop(buf);
+    let sim = |parts: &FloatParts| -> Result<Figures> {
+        let mut p: Vec<f32> = Vec::with_capacity(val.len() * v);
+        for chunk in xs.split(40, 0) {
+            let q: Vec<f32> =
+                fake_int8_probability(&loaded.net, &w, &cal, &chunk, parts)?.try_into()?;
+            p.extend(q);
+        }
+        let mean: Vec<f32> = p
+            .chunks(v)
+            .map(|c| c.iter().sum::<f32>() / v as f32)
+            .collect();
+        Ok(figures(&float, &mean, t))
+    };
+    let show = |name: &str, f: &Figures| {
+        println!(
+            "| {name} | {:.4} | {:.4} | {:.1} % | {:+.3} |",
+            f.p99,
+            f.max,
+            f.agreement * 100.0,
+            f.logit_shift
+        )
+    };
+    println!(
+        "{} validation photos x {v} views, {} calibration photos, threshold {t}\n",
+        val.len(),
+        photos.len()
+    );
+    println!("| left in float | p99 | max | agreement | mean logit shift |\n|---|---|---|---|---|");
+    let base = sim(&FloatParts::default())?;
+    show("nothing (the int8 model)", &base);
+
+    // Candidates: the head; each unit's weights; each quantized tensor.
+    let mut candidates: Vec<(String, FloatParts)> = vec![(
+        "head weights".into(),
+        FloatParts {
+            head: true,
+            ..Default::default()
+        },
+    )];
+    for block in &arch.blocks {
+        for u in &block.units {
+            let k = unit_key(u);
+            candidates.push((
+                format!("{k} weights"),
+                FloatParts {
+                    weights: HashSet::from([k.clone()]),
+                    ..Default::default()
+                },
+            ));
+            candidates.push((
+                format!("{k} output"),
+                FloatParts {
+                    activations: HashSet::from([k]),
+                    ..Default::default()
+                },
+            ));
+        }
+        if block.residual {
+            let k = residual_key(block);
+            candidates.push((
+                format!("{k} sum"),
+                FloatParts {
+                    activations: HashSet::from([k]),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let mut scored = Vec::new();
+    for (name, parts) in &candidates {
+        scored.push((name.clone(), parts.clone(), sim(parts)?));
+    }
+    scored.sort_by(|a, b| a.2.p99.total_cmp(&b.2.p99));
+    for (name, _, f) in scored.iter().take(top) {
+        show(name, f);
+    }
+
+    // Greedy: leave the best remaining part in float until the bounds hold (at most 10 parts).
+    println!("\nGreedy, cumulative:\n\n| + left in float | p99 | max | agreement | mean logit shift |\n|---|---|---|---|---|");
+    let mut acc = FloatParts::default();
+    let mut f = base;
+    for (name, parts, _) in scored.iter().take(10) {
+        if meets(&f) {
+            break;
+        }
+        acc.weights.extend(parts.weights.iter().cloned());
+        acc.activations.extend(parts.activations.iter().cloned());
+        acc.head |= parts.head;
+        f = sim(&acc)?;
+        show(name, &f);
+    }
+    println!(
+        "\nbounds (p99 <= 0.03, agreement >= 98 %): {}",
+        if meets(&f) { "met" } else { "missed" }
+    );
+    Ok(())
+}
