@@ -1,6 +1,6 @@
 //! One screening: bytes -> decode -> quality gate -> preprocessing -> the TTA views through tract
-//! ([`crate::engine::Engine::run`]) -> mean -> threshold -> a [`Record`]. Never panics on bad input: anything that cannot be
-//! screened becomes an "ungradable" record with the reason.
+//! ([`crate::engine::Engine::run`]) -> mean -> threshold -> a [`Record`]. Never panics on bad
+//! input: anything that cannot be screened becomes an "ungradable" record with the reason.
 
 use std::path::Path;
 use std::time::Instant;

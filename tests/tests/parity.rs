@@ -350,6 +350,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         form: Form::QLinearConv,
         enforce_bounds: false,
         qat: None,
+        float_weights: vec![],
     };
     let golden = export(&ExportOptions {
         out: int8.clone(),

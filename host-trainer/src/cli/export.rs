@@ -56,6 +56,10 @@ pub struct Args {
     /// Feed the fine-tuning the TTA views as they are, without the run's training augmentation.
     #[arg(long, requires = "quantize")]
     pub qat_no_augment: bool,
+    /// Keep float weights (between uint8 activations) for this convolution or block, e.g.
+    /// `features.1` (with --quantize; repeat for more). `quant_sensitivity` says which matter.
+    #[arg(long, requires = "quantize")]
+    pub float_weights: Vec<String>,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
     #[arg(long, default_value_t = 16)]
     pub npy_samples: usize,
@@ -145,6 +149,7 @@ pub fn run(a: &Args) -> Result<()> {
                 augment: !a.qat_no_augment,
                 ..QatOptions::default()
             }),
+            float_weights: a.float_weights.clone(),
         }),
         npy_samples: a.npy_samples,
     })?;

@@ -494,7 +494,16 @@ mod tests {
             assert_eq!(a.0, b.0, "{}: folded weights", u.conv);
             assert_eq!(a.1, b.1, "{}: folded bias", u.conv);
         }
-        let proto = int8_model(&net.arch, &tuned, &cal, Form::QLinearConv, false, vec![]).unwrap();
+        let proto = int8_model(
+            &net.arch,
+            &tuned,
+            &cal,
+            Form::QLinearConv,
+            false,
+            &HashSet::new(),
+            vec![],
+        )
+        .unwrap();
         let plan = tract_onnx::onnx()
             .model_for_read(&mut &proto.encode_to_vec()[..])
             .unwrap()
@@ -533,6 +542,90 @@ mod tests {
             worst < 0.2 * float_gap,
             "fake-int8 {worst} vs float {float_gap}"
         );
+    }
+
+    /// `--float-weights` writes what the sweep simulated: the int8 file with float weights (every
+    /// convolution but the stem's, so that every kind of unit takes that path) runs in tract as
+    /// the simulation with those weights left in float. (Not amplified: the amplified test net's
+    /// int8 outputs saturate. Unamplified, its head hides the weights' rounding, 6e-8 here, so
+    /// the graph's structure is checked too.)
+    #[test]
+    fn float_weight_units_are_written_as_the_simulation_leaves_them() {
+        let size = 32;
+        let (vs, net, photos, _) = test_net(3, false);
+        let w = var_weights(&vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let parts = FloatParts {
+            weights: net.arch.units().skip(1).map(unit_key).collect(),
+            ..Default::default()
+        };
+        let proto = int8_model(
+            &net.arch,
+            &w,
+            &cal,
+            Form::QLinearConv,
+            true,
+            &parts.weights,
+            vec![],
+        )
+        .unwrap();
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut &proto.encode_to_vec()[..])
+            .unwrap()
+            .with_input_fact(0, f32::fact([SEED_VIEWS.len(), 3, size, size]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let mut batch = vec![0f32; SEED_VIEWS.len() * 3 * size * size];
+        let (mut worst, mut moved) = (0f32, 0f32);
+        for p in &photos {
+            write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
+            let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
+            let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x, &parts)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let all_int8: Vec<f32> =
+                fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+            let input =
+                tract_onnx::prelude::Tensor::from_shape(&[SEED_VIEWS.len(), 3, size, size], &batch)
+                    .unwrap();
+            let out = plan.run(tvec!(input.into())).unwrap();
+            let file = out[0].to_plain_array_view::<f32>().unwrap();
+            for ((a, b), c) in sim.iter().zip(file.iter()).zip(&all_int8) {
+                worst = worst.max((a - b).abs());
+                moved = moved.max((c - b).abs());
+            }
+        }
+        eprintln!(
+            "float weights: simulation vs file {worst:.2e}; the file vs all-int8 {moved:.2e}"
+        );
+        assert!(worst < 1e-6, "simulation vs file {worst}");
+        // Every convolution but the stem is a float Conv between DequantizeLinear/QuantizeLinear.
+        let graph = proto.graph.as_ref().unwrap();
+        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+        assert_eq!((ops("QLinearConv"), ops("Conv")), (1, parts.weights.len()));
+        // The stem reads the photo: it cannot keep float weights.
+        let stem = FloatParts {
+            weights: [unit_key(net.arch.units().next().unwrap())].into(),
+            ..Default::default()
+        };
+        let err = int8_model(
+            &net.arch,
+            &w,
+            &cal,
+            Form::QLinearConv,
+            true,
+            &stem.weights,
+            vec![],
+        );
+        assert!(format!("{:#}", err.unwrap_err()).contains("first convolution"));
     }
 
     /// The sensitivity sweep's switches reach every quantization step: with every part left in

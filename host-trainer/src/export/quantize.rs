@@ -419,12 +419,20 @@ pub struct Int8Emit<'a> {
     /// Take the mean error of the weight rounding out of each bias (off for weights that were
     /// fine-tuned with their rounding, see [`super::qat`]).
     bias_correction: bool,
+    /// Convolutions (by [`unit_key`]) written with float weights between uint8 activations.
+    float_weights: &'a HashSet<String>,
 }
 
 impl<'a> Int8Emit<'a> {
-    pub fn new(cal: &'a Calibrated, form: Form, bias_correction: bool) -> Self {
+    pub fn new(
+        cal: &'a Calibrated,
+        form: Form,
+        bias_correction: bool,
+        float_weights: &'a HashSet<String>,
+    ) -> Self {
         Int8Emit {
             bias_correction,
+            float_weights,
             cal,
             source: HashMap::new(),
             form,
@@ -544,6 +552,24 @@ impl Emit for Int8Emit<'_> {
         } else {
             QParams::for_range(lo, hi)
         };
+        if self.float_weights.contains(&unit_key(u)) {
+            // Float weights between uint8 activations: DequantizeLinear -> Conv -> QuantizeLinear
+            // (the output range is still the ReLU6, as in QLinearConv).
+            ensure!(
+                x != INPUT,
+                "{}: the first convolution reads the photo and cannot keep float weights",
+                u.conv
+            );
+            let xf = self.dequantize(g, x)?;
+            let k = u.kernel as i64;
+            let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
+            let wn = g.init_f32(&format!("{}.w", u.conv), &dims, w);
+            let bn = g.init_f32(&format!("{}.b", u.conv), &dims[..1], bias);
+            let yf = g.node("Conv", &[&xf, &wn, &bn], Graph::conv_attrs(u), "conv");
+            let y = self.quantize(g, &yf, yq, "q")?;
+            self.source.insert(y.clone(), unit_key(u));
+            return Ok(y);
+        }
         let x = &if x == INPUT {
             self.quantize_input(g)
         } else {
@@ -675,17 +701,25 @@ impl Emit for Int8Emit<'_> {
     }
 }
 
-/// The int8 model (see the module doc) with `metadata` (the contract).
+/// The int8 model (see the module doc) with `metadata` (the contract); the convolutions in
+/// `float_weights` (by [`unit_key`]) keep float weights between their uint8 activations.
 pub fn int8_model(
     arch: &Arch,
     w: &Weights,
     cal: &Calibrated,
     form: Form,
     bias_correction: bool,
+    float_weights: &HashSet<String>,
     metadata: Vec<(String, String)>,
 ) -> Result<ModelProto> {
+    for k in float_weights {
+        ensure!(
+            arch.units().any(|u| &unit_key(u) == k),
+            "--float-weights {k}: no such convolution in this network"
+        );
+    }
     let mut g = Graph::default();
-    let mut emit = Int8Emit::new(cal, form, bias_correction);
+    let mut emit = Int8Emit::new(cal, form, bias_correction, float_weights);
     let out = build_graph(arch, w, &mut g, &mut emit)?;
     let doc = match form {
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",

@@ -1,6 +1,7 @@
 //! `export`: a run's checkpoint -> ONNX with its contract, checked in tract against tch, and a
 //! golden file of host outputs beside it.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use tch::{Device, Tensor};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use super::onnx::{float_model, Weights};
+use super::onnx::{float_model, unit_key, Weights};
 use super::qat::{distill, QatOptions, QatReport};
 use super::quantize::{calibrate, calibration_indices, int8_model, Calibration, Form};
 use crate::data::cache::Cache;
@@ -29,6 +30,7 @@ use crate::eval::evaluate::{load_run, Loaded};
 use crate::eval::metrics::roc_auc;
 use crate::eval::metrics::Metrics;
 use crate::eval::report::read_json;
+use crate::model::arch::Arch;
 
 /// One golden sample: what the host computed for a photo.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +71,9 @@ pub struct QuantReport {
     /// weights, without bias correction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<QatReport>,
+    /// Convolutions written with float weights between uint8 activations (`--float-weights`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_weights: Vec<String>,
 }
 
 /// The bounds an int8 model must meet against the float one on the validation split.
@@ -137,6 +142,9 @@ pub struct QuantOptions {
     /// Fine-tune the fake-int8 backbone against the float network before writing (see
     /// [`super::qat`]); `None`: post-training quantization with bias correction.
     pub qat: Option<QatOptions>,
+    /// Convolutions (by name) or whole blocks (`features.1`) that keep float weights between
+    /// their uint8 activations.
+    pub float_weights: Vec<String>,
 }
 
 /// Options of `export`.
@@ -359,6 +367,32 @@ fn run_plan(plan: &Plan, batch: &[f32], size: usize) -> Result<Vec<f32>> {
     Ok(probs)
 }
 
+/// The convolutions named by `--float-weights`: a convolution's name, or a block's name for all
+/// of its convolutions.
+fn float_weight_units(arch: &Arch, names: &[String]) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for name in names {
+        let before = out.len();
+        for b in &arch.blocks {
+            for u in &b.units {
+                if &b.name == name || &unit_key(u) == name {
+                    out.insert(unit_key(u));
+                }
+            }
+        }
+        ensure!(
+            out.len() > before,
+            "--float-weights {name}: no such block or convolution (blocks are {})",
+            arch.blocks
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(out)
+}
+
 /// Calibrates on the run's training photos, builds the int8 model and measures it against the
 /// float network (tch) on the validation split.
 fn quantize(
@@ -375,15 +409,35 @@ fn quantize(
     let t0 = std::time::Instant::now();
     let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     let calibration_seconds = t0.elapsed().as_secs_f64();
+    let float_weights = float_weight_units(&loaded.info.arch, &q.float_weights)?;
     let (proto, qat) = match &q.qat {
         None => (
-            int8_model(&loaded.info.arch, w, &cal, q.form, true, vec![])?,
+            int8_model(
+                &loaded.info.arch,
+                w,
+                &cal,
+                q.form,
+                true,
+                &float_weights,
+                vec![],
+            )?,
             None,
         ),
+        Some(_) if !float_weights.is_empty() => {
+            bail!("--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other")
+        }
         Some(o) => {
             let aug = o.augment.then_some(&loaded.info.config.augment);
             let (tuned, report) = distill(&loaded.net, w, &cal, &train, &contract.tta, aug, o)?;
-            let proto = int8_model(&loaded.info.arch, &tuned, &cal, q.form, false, vec![])?;
+            let proto = int8_model(
+                &loaded.info.arch,
+                &tuned,
+                &cal,
+                q.form,
+                false,
+                &float_weights,
+                vec![],
+            )?;
             (proto, Some(report))
         }
     };
@@ -434,6 +488,11 @@ fn quantize(
             int8_bytes: bytes.len(),
             calibration_seconds,
             qat,
+            float_weights: {
+                let mut v: Vec<String> = float_weights.into_iter().collect();
+                v.sort();
+                v
+            },
         },
         plan,
     ))
