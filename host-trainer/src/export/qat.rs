@@ -418,6 +418,7 @@ mod tests {
     use drscreen_core::SEED_VIEWS;
     use prost::Message;
     use tch::Tensor;
+    use tract_onnx::pb::ModelProto;
     use tract_onnx::prelude::*;
 
     /// torch's generator is global: tests that seed it and build a network take turns.
@@ -465,6 +466,19 @@ mod tests {
         (vs, net, photos, xs)
     }
 
+    /// tract's plan for batches of the seed's TTA views of a written model.
+    fn tract_views_plan(proto: &ModelProto, size: usize) -> std::sync::Arc<TypedRunnableModel> {
+        tract_onnx::onnx()
+            .model_for_read(&mut &proto.encode_to_vec()[..])
+            .unwrap()
+            .with_input_fact(0, f32::fact([SEED_VIEWS.len(), 3, size, size]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap()
+    }
+
     /// What is trained is what ships: the student's fake-int8 forward (with the corrected
     /// biases it starts from) and the int8 model written from its weights agree in tract, and
     /// the weights it hands back hold the folded convolutions exactly.
@@ -504,15 +518,7 @@ mod tests {
             vec![],
         )
         .unwrap();
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &proto.encode_to_vec()[..])
-            .unwrap()
-            .with_input_fact(0, f32::fact([SEED_VIEWS.len(), 3, size, size]).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
+        let plan = tract_views_plan(&proto, size);
         let mut batch = vec![0f32; SEED_VIEWS.len() * 3 * size * size];
         let (mut worst, mut float_gap) = (0f32, 0f32);
         for p in &photos {
@@ -570,15 +576,7 @@ mod tests {
             vec![],
         )
         .unwrap();
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &proto.encode_to_vec()[..])
-            .unwrap()
-            .with_input_fact(0, f32::fact([SEED_VIEWS.len(), 3, size, size]).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
+        let plan = tract_views_plan(&proto, size);
         let mut batch = vec![0f32; SEED_VIEWS.len() * 3 * size * size];
         let (mut worst, mut moved) = (0f32, 0f32);
         for p in &photos {
