@@ -20,7 +20,7 @@ use host_trainer::eval::evaluate::{load_run, predict_tta};
 use host_trainer::export::onnx::{residual_key, unit_key};
 use host_trainer::export::qat::{fake_int8_probability, FloatParts};
 use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
-use host_trainer::export::run::weights;
+use host_trainer::export::run::{weights, Gap};
 use tch::{Device, Tensor};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -33,26 +33,18 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<
     }
 }
 
-/// p99 and max |diff|, agreement, mean logit difference.
+/// The bounds' figures and the mean logit difference.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
-    p99: f32,
-    max: f32,
-    agreement: f64,
+    gap: Gap,
     logit_shift: f64,
 }
 
 fn figures(float: &[f32], int8: &[f32], t: f32) -> Figures {
-    let mut d: Vec<f32> = float.iter().zip(int8).map(|(a, b)| (a - b).abs()).collect();
-    d.sort_by(f32::total_cmp);
-    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).clamp(1, d.len()) - 1];
-    let agree = float
-        .iter()
-        .zip(int8)
-        .filter(|(a, b)| (**a >= t) == (**b >= t))
-        .count();
-    let logit =
-        |p: f32| (p.clamp(1e-6, 1.0 - 1e-6) / (1.0 - p.clamp(1e-6, 1.0 - 1e-6))).ln() as f64;
+    let logit = |p: f32| {
+        let p = p.clamp(1e-6, 1.0 - 1e-6);
+        (p / (1.0 - p)).ln() as f64
+    };
     let shift = float
         .iter()
         .zip(int8)
@@ -60,15 +52,9 @@ fn figures(float: &[f32], int8: &[f32], t: f32) -> Figures {
         .sum::<f64>()
         / float.len() as f64;
     Figures {
-        p99,
-        max: *d.last().unwrap_or(&0.0),
-        agreement: agree as f64 / float.len() as f64,
+        gap: Gap::of(float, int8, t),
         logit_shift: shift,
     }
-}
-
-fn meets(f: &Figures) -> bool {
-    f.p99 <= 0.03 && f.agreement >= 0.98
 }
 
 fn main() -> Result<()> {
@@ -116,9 +102,9 @@ fn main() -> Result<()> {
     let show = |name: &str, f: &Figures| {
         println!(
             "| {name} | {:.4} | {:.4} | {:.1} % | {:+.3} |",
-            f.p99,
-            f.max,
-            f.agreement * 100.0,
+            f.gap.p99,
+            f.gap.max,
+            f.gap.agreement * 100.0,
             f.logit_shift
         )
     };
@@ -170,12 +156,12 @@ fn main() -> Result<()> {
             "[{}/{}] {name}: p99 {:.4} ({:.0} s)",
             k + 1,
             candidates.len(),
-            f.p99,
+            f.gap.p99,
             t0.elapsed().as_secs_f64()
         );
         scored.push((name.clone(), parts.clone(), f));
     }
-    scored.sort_by(|a, b| a.2.p99.total_cmp(&b.2.p99));
+    scored.sort_by(|a, b| a.2.gap.p99.total_cmp(&b.2.gap.p99));
     for (name, _, f) in scored.iter().take(top) {
         show(name, f);
     }
@@ -185,7 +171,7 @@ fn main() -> Result<()> {
     let mut acc = FloatParts::default();
     let mut f = base;
     for (name, parts, _) in scored.iter().take(10) {
-        if meets(&f) {
+        if f.gap.within_bounds() {
             break;
         }
         acc.weights.extend(parts.weights.iter().cloned());
@@ -196,7 +182,11 @@ fn main() -> Result<()> {
     }
     println!(
         "\nbounds (p99 <= 0.03, agreement >= 98 %): {}",
-        if meets(&f) { "met" } else { "missed" }
+        if f.gap.within_bounds() {
+            "met"
+        } else {
+            "missed"
+        }
     );
     Ok(())
 }

@@ -76,6 +76,41 @@ pub struct QuantReport {
     pub float_weights: Vec<String>,
 }
 
+/// How far one set of probabilities (an int8 model's) is from another (the float model's), in
+/// the terms the int8 bounds use.
+#[derive(Debug, Clone, Copy)]
+pub struct Gap {
+    /// 99th percentile and max of |int8 - float|.
+    pub p99: f32,
+    pub max: f32,
+    /// Share of photos on the same side of `threshold`.
+    pub agreement: f64,
+}
+
+impl Gap {
+    /// `float` and `int8` pair photo for photo (non-empty, same length).
+    pub fn of(float: &[f32], int8: &[f32], threshold: f32) -> Self {
+        let mut diffs: Vec<f32> = float.iter().zip(int8).map(|(a, b)| (a - b).abs()).collect();
+        diffs.sort_by(f32::total_cmp);
+        let p99 = diffs[((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1];
+        let agree = float
+            .iter()
+            .zip(int8)
+            .filter(|(a, b)| (**a >= threshold) == (**b >= threshold))
+            .count();
+        Gap {
+            p99,
+            max: *diffs.last().unwrap_or(&0.0),
+            agreement: agree as f64 / float.len() as f64,
+        }
+    }
+
+    /// Whether the p99 and agreement bounds hold.
+    pub fn within_bounds(&self) -> bool {
+        self.p99 <= INT8_P99_BOUND && self.agreement >= INT8_AGREEMENT_BOUND
+    }
+}
+
 /// The bounds an int8 model must meet against the float one on the validation split.
 pub const INT8_P99_BOUND: f32 = 0.03;
 pub const INT8_AGREEMENT_BOUND: f64 = 0.98;
@@ -459,19 +494,7 @@ fn quantize(
         int8.push(aggregate(&p)?.mean);
     }
     let float: Vec<f32> = host.iter().map(|p| p.probability).collect();
-    let mut diffs: Vec<f32> = float
-        .iter()
-        .zip(&int8)
-        .map(|(a, b)| (a - b).abs())
-        .collect();
-    diffs.sort_by(f32::total_cmp);
-    let p99 = diffs[((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1];
-    let t = contract.threshold();
-    let agree = float
-        .iter()
-        .zip(&int8)
-        .filter(|(a, b)| (**a >= t) == (**b >= t))
-        .count();
+    let gap = Gap::of(&float, &int8, contract.threshold());
     Ok((
         proto,
         QuantReport {
@@ -479,9 +502,9 @@ fn quantize(
             calibration: q.calibration,
             calibration_photos: photos.len(),
             val_photos: val.len(),
-            p99_abs_diff: p99,
-            max_abs_diff: *diffs.last().unwrap_or(&0.0),
-            decision_agreement: agree as f64 / val.len() as f64,
+            p99_abs_diff: gap.p99,
+            max_abs_diff: gap.max,
+            decision_agreement: gap.agreement,
             auc_float: roc_auc(&float, &val.labels).unwrap_or(f64::NAN),
             auc_int8: roc_auc(&int8, &val.labels).unwrap_or(f64::NAN),
             float_bytes,
