@@ -2,8 +2,8 @@
 //! checks against the int8 file in tract) on the validation split, with one part at a time left in
 //! float: one block's weights, one block's activations, the head's weights.
 //!
-//! `source scripts/torch-env.sh; cargo run -p host-trainer --example quant_sensitivity -- RUN [--calib 100]
-//! [--threshold T] [--top 15]`
+//! `source scripts/torch-env.sh; cargo run --release -p host-trainer --example quant_sensitivity -- RUN
+//! [--calib 100] [--threshold T] [--top 15] [--empirical] [--calibration min-max|percentile|entropy] [--only-base] [--only "features.1 weights,head weights"]`
 //!
 //! Prints, for the whole int8 network and for each part left in float, the figures issue 4 bounds
 //! (p99 and max |int8 - float| of the TTA probability, decision agreement at the threshold) and the
@@ -18,7 +18,9 @@ use host_trainer::data::cache::Cache;
 use host_trainer::data::split::Split;
 use host_trainer::eval::evaluate::{load_run, predict_tta};
 use host_trainer::export::onnx::{residual_key, unit_key};
-use host_trainer::export::qat::{fake_int8_probability, FloatParts};
+use host_trainer::export::qat::{
+    empirical_bias_correction, fake_int8_probability, views_tensor, FloatParts,
+};
 use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
 use host_trainer::export::run::{weights, Gap};
 use tch::{Device, Tensor};
@@ -73,7 +75,21 @@ fn main() -> Result<()> {
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), calib)?;
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
-    let cal = calibrate(arch, &w, &photos, &SEED_VIEWS, Calibration::MinMax)?;
+    let method = match args.iter().position(|a| a == "--calibration") {
+        Some(i) => {
+            let v = args.get(i + 1).context("--calibration needs a value")?;
+            <Calibration as clap::ValueEnum>::from_str(v, true)
+                .map_err(|e| anyhow::anyhow!("--calibration: {e}"))?
+        }
+        None => Calibration::MinMax,
+    };
+    let cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
+    // `--empirical`: the biases corrected on the calibration photos with everything upstream
+    // quantized (export's default); otherwise the analytic correction.
+    let empirical = args.iter().any(|a| a == "--empirical");
+    let cal_xs = empirical
+        .then(|| views_tensor(&photos, arch.input_size, &SEED_VIEWS))
+        .transpose()?;
     let val = cache.split(Split::Val)?;
     let float: Vec<f32> = predict_tta(&loaded.net, &val, &SEED_VIEWS, Device::Cpu, 4)?
         .iter()
@@ -87,10 +103,22 @@ fn main() -> Result<()> {
     let xs = Tensor::from_slice(&buf).view([(val.len() * v) as i64, 3, s as i64, s as i64]);
     drop(buf);
     let sim = |parts: &FloatParts| -> Result<Figures> {
+        let corrected = match &cal_xs {
+            Some(c) => Some(empirical_bias_correction(arch, &w, &cal, c, parts)?.0),
+            None => None,
+        };
+        let start = corrected.as_ref().unwrap_or(&w);
         let mut p: Vec<f32> = Vec::with_capacity(val.len() * v);
         for chunk in xs.split(40, 0) {
-            let q: Vec<f32> =
-                fake_int8_probability(&loaded.net, &w, &cal, &chunk, parts)?.try_into()?;
+            let q: Vec<f32> = fake_int8_probability(
+                &loaded.net,
+                start,
+                &cal,
+                &chunk,
+                parts,
+                corrected.is_none(),
+            )?
+            .try_into()?;
             p.extend(q);
         }
         let mean: Vec<f32> = p
@@ -109,13 +137,17 @@ fn main() -> Result<()> {
         )
     };
     println!(
-        "{} validation photos x {v} views, {} calibration photos, threshold {t}\n",
+        "{} validation photos x {v} views, {} calibration photos, threshold {t}, {} bias correction\n",
         val.len(),
-        photos.len()
+        photos.len(),
+        if empirical { "empirical" } else { "analytic" }
     );
     println!("| left in float | p99 | max | agreement | mean logit shift |\n|---|---|---|---|---|");
     let base = sim(&FloatParts::default())?;
     show("nothing (the int8 model)", &base);
+    if args.iter().any(|a| a == "--only-base") {
+        return Ok(());
+    }
 
     // Candidates: the head; each block's weights; each block's activations (its units' outputs
     // and its residual sum). Per block, not per unit: one simulation of the 83 x 5 views takes
@@ -147,6 +179,20 @@ fn main() -> Result<()> {
                 ..Default::default()
             },
         ));
+    }
+    // `--only "A,B"`: just these candidates (by the names printed).
+    if let Some(only) = args.iter().position(|a| a == "--only") {
+        let names: Vec<&str> = args
+            .get(only + 1)
+            .context("--only needs a value")?
+            .split(',')
+            .map(str::trim)
+            .collect();
+        candidates.retain(|(name, _)| names.contains(&name.as_str()));
+        anyhow::ensure!(
+            candidates.len() == names.len(),
+            "--only: some of {names:?} are not candidates"
+        );
     }
     let mut scored = Vec::new();
     for (k, (name, parts)) in candidates.iter().enumerate() {

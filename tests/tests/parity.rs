@@ -14,7 +14,7 @@ use host_trainer::data::split::Split;
 use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
 use host_trainer::export::qat::QatOptions;
-use host_trainer::export::quantize::{Calibration, Form};
+use host_trainer::export::quantize::{BiasCorrection, Calibration, Form};
 use host_trainer::export::run::{
     export, ExportOptions, Golden, QuantOptions, INT8_AGREEMENT_BOUND, INT8_P99_BOUND,
 };
@@ -347,6 +347,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     let quant = QuantOptions {
         calib: 16,
         calibration: Calibration::MinMax,
+        bias_correction: BiasCorrection::Empirical,
         form: Form::QLinearConv,
         enforce_bounds: false,
         qat: None,
@@ -368,6 +369,15 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     // rounding in the float layers on another CPU.
     assert!(c.vs_export <= 1.0 / 255.0, "edge vs tract at export: {c:?}");
     assert!(report.int8_bytes * 3 < report.float_bytes, "{report:?}");
+    let correction = report
+        .correction
+        .clone()
+        .expect("empirical bias correction report");
+    assert_eq!(
+        correction.images,
+        16 * drscreen_core::SEED_VIEWS.len(),
+        "{correction:?}"
+    );
 
     // The same, fine-tuned with its quantization (QAT): the file the edge runs is the one the
     // export checked, and the fine-tuning reports what it did.

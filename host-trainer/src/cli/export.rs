@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use host_trainer::export::qat::QatOptions;
-use host_trainer::export::quantize::{Calibration, Form};
+use host_trainer::export::quantize::{BiasCorrection, Calibration, Form};
 use host_trainer::export::run::{export, golden_path, ExportOptions, QuantOptions};
 use host_trainer::paths::data_dir;
 
@@ -35,6 +35,11 @@ pub struct Args {
     /// How activation ranges are chosen (with --quantize).
     #[arg(long, value_enum, default_value_t = Calibration::MinMax, requires = "quantize")]
     pub calibration: Calibration,
+    /// How the int8 biases take out the quantization's mean error (with --quantize): empirical
+    /// measures it on the calibration photos convolution by convolution, with everything
+    /// upstream quantized; analytic corrects each convolution's own weight rounding only.
+    #[arg(long, value_enum, default_value_t = BiasCorrection::Empirical, requires = "quantize")]
+    pub bias_correction: BiasCorrection,
     /// ONNX form of the int8 convolutions (with --quantize).
     #[arg(long, value_enum, default_value_t = Form::QLinearConv, requires = "quantize")]
     pub form: Form,
@@ -140,6 +145,7 @@ pub fn run(a: &Args) -> Result<()> {
         quantize: a.quantize.then_some(QuantOptions {
             calib: a.calib,
             calibration: a.calibration,
+            bias_correction: a.bias_correction,
             form: a.form,
             enforce_bounds: !a.allow_out_of_bounds,
             qat: (a.qat_epochs > 0).then_some(QatOptions {

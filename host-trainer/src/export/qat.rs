@@ -116,6 +116,7 @@ impl Student {
         cal: &Calibrated,
         train_weights: bool,
         float: &FloatParts,
+        analytic: bool,
     ) -> Result<Self> {
         let range = |k: &str| {
             cal.ranges
@@ -124,8 +125,9 @@ impl Student {
                 .with_context(|| format!("calibration has no range for {k}"))
         };
         let mut blocks = Vec::new();
-        // The calibration key and scale of each unit's input, for the bias correction the
-        // student starts from (the post-training model's, see quantize.rs).
+        // The calibration key and scale of each unit's input, for the analytic bias correction
+        // the student starts from with `analytic` (the post-training model's, see quantize.rs);
+        // without it, `w`'s biases already carry their correction.
         let mut input_key = INPUT_KEY.to_string();
         let mut x_scale = 2.0 / 255.0;
         for block in &arch.blocks {
@@ -137,7 +139,7 @@ impl Student {
                     .get(&input_key)
                     .with_context(|| format!("calibration has no statistics for {input_key}"))?;
                 let quant_w = !float.weights.contains(&unit_key(u));
-                if quant_w {
+                if quant_w && analytic {
                     let (_, _, err) = quantize_unit(u, &wf, &bf, x_scale, Some(mean_in))?;
                     for (b, e) in bf.iter_mut().zip(err) {
                         *b -= e;
@@ -314,23 +316,249 @@ fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: f32) -> Tensor {
 }
 
 /// Probabilities `[N]` of `xs` (`[N, 3, H, W]` in [0, 1]) through the fake-int8 backbone built
-/// from `w` as [`distill`] starts it (bias-corrected), and its int8-weight head: what the int8
-/// model written from `w` with bias correction computes, up to rounding ties, when `float` is
-/// empty; with parts left in float, what quantizing everything else costs.
+/// from `w` and its int8-weight head: what the int8 model written from `w` computes, up to
+/// rounding ties, when `float` is empty; with parts left in float, what quantizing everything
+/// else costs. `analytic`: `w` is a checkpoint that the int8 model is written from with the
+/// analytic bias correction (quantize.rs); otherwise its biases already carry their correction
+/// ([`empirical_bias_correction`], [`distill`]) and the model is written without it.
 pub fn fake_int8_probability(
     teacher: &Net,
     w: &Weights,
     cal: &Calibrated,
     xs: &Tensor,
     float: &FloatParts,
+    analytic: bool,
 ) -> Result<Tensor> {
     let vs = nn::VarStore::new(Device::Cpu);
-    let student = Student::new(&vs.root(), &teacher.arch, w, cal, false, float)?;
+    let student = Student::new(&vs.root(), &teacher.arch, w, cal, false, float, analytic)?;
     Ok(tch::no_grad(|| student.logits(xs).sigmoid().squeeze_dim(1)))
 }
 
+/// Every TTA view of each photo (preprocessed RGB8 of `size`) as one `[photos x views, 3, size,
+/// size]` batch in [0, 1], views of a photo together.
+pub fn views_tensor(photos: &[&[u8]], size: usize, views: &[View]) -> Result<Tensor> {
+    let per = views.len() * 3 * size * size;
+    let mut buf = vec![0f32; photos.len() * per];
+    for (p, out) in photos.iter().zip(buf.chunks_mut(per)) {
+        write_views(p, size, size, views, out)?;
+    }
+    Ok(Tensor::from_slice(&buf).view([
+        (photos.len() * views.len()) as i64,
+        3,
+        size as i64,
+        size as i64,
+    ]))
+}
+
+/// What [`empirical_bias_correction`] took out of the biases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CorrectionReport {
+    /// Images it measured on (calibration photos x TTA views).
+    pub images: usize,
+    /// The largest per-channel shift taken out of any bias, and the convolution it was in.
+    pub largest_shift: f32,
+    pub largest_in: String,
+    pub seconds: f64,
+}
+
+/// Empirical bias correction (after Nagel et al. 2019, "Data-Free Quantization Through Weight
+/// Equalization and Bias Correction", section 4.2, but measured on data): convolution by
+/// convolution in network order, the bias is shifted per channel so that the fake-int8 output's
+/// mean over `xs` equals the float network's. The fake-int8 side reads its input quantized as the
+/// int8 model does, every earlier convolution already corrected, so the correction covers the
+/// mean error of everything upstream; the analytic correction (quantize.rs) covers only the
+/// convolution's own weight rounding on float inputs. For a ReLU6 convolution the mean matched
+/// is the one after the clamp (what the next layer reads); for a linear one, the output's.
+///
+/// `xs`: `[N, 3, H, W]` in [0, 1], the calibration photos' views. Returns the checkpoint to write
+/// the int8 model from without bias correction (folded convolutions, identity BatchNorm; see
+/// [`fake_int8_probability`] with `analytic = false`). Parts in `float.weights` keep float weights
+/// and are corrected all the same (their input is still quantized).
+pub fn empirical_bias_correction(
+    arch: &Arch,
+    w: &Weights,
+    cal: &Calibrated,
+    xs: &Tensor,
+    float: &FloatParts,
+) -> Result<(Weights, CorrectionReport)> {
+    let n = xs.size().first().copied().unwrap_or(0);
+    ensure!(n > 0, "empirical bias correction needs calibration images");
+    let t0 = std::time::Instant::now();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut student = Student::new(&vs.root(), arch, w, cal, false, float, false)?;
+    let mut largest = (0f32, String::new());
+    tch::no_grad(|| -> Result<()> {
+        // Both sides over the whole set, a chunk at a time: (float, fake-int8) per chunk.
+        let mut xs: Vec<(Tensor, Tensor)> = xs
+            .split(CORRECTION_CHUNK, 0)
+            .into_iter()
+            .map(|x| {
+                let x = x * 2.0 - 1.0;
+                (x.shallow_clone(), x)
+            })
+            .collect();
+        let mut x_scale = 2.0 / 255.0;
+        for (units, residual) in &mut student.blocks {
+            let inputs: Vec<(Tensor, Tensor)> = xs
+                .iter()
+                .map(|(f, q)| (f.shallow_clone(), q.shallow_clone()))
+                .collect();
+            for u in units.iter_mut() {
+                let (wf, bf) = (u.w.shallow_clone(), u.b.detach().copy());
+                let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                    let p = u.spec.pad;
+                    let x = if p.iter().any(|&v| v > 0) {
+                        x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64])
+                    } else {
+                        x.shallow_clone()
+                    };
+                    x.conv2d(
+                        w,
+                        Some(b),
+                        [u.spec.stride as i64; 2],
+                        [0i64, 0],
+                        [1i64, 1],
+                        u.spec.groups as i64,
+                    )
+                };
+                let quantized = |b: &Tensor| {
+                    if u.quant_w {
+                        fake_quant_weights(&wf, b, x_scale)
+                    } else {
+                        wf.shallow_clone()
+                    }
+                };
+                // The mean shift of the pre-activation, over every image.
+                let wq = quantized(&bf);
+                let per_channel = |t: Tensor| {
+                    t.to_kind(Kind::Double).sum_dim_intlist(
+                        [0i64, 2, 3].as_slice(),
+                        false,
+                        Kind::Double,
+                    )
+                };
+                let mut shift = Tensor::zeros([u.spec.cout as i64], (Kind::Double, Device::Cpu));
+                let mut count = 0i64;
+                let mut floats = Vec::with_capacity(xs.len());
+                let mut pres = Vec::with_capacity(xs.len());
+                for (f, q) in &xs {
+                    let yf = conv(f, &wf, &bf);
+                    let yq = conv(q, &wq, &bf);
+                    let size = yf.size();
+                    count += size[0] * size[2] * size[3];
+                    shift += per_channel(&yq - &yf);
+                    floats.push(yf);
+                    pres.push(yq);
+                }
+                let mut shift = shift / count as f64;
+                if u.spec.relu6 {
+                    // What the next layer reads is the output after the ReLU6, whose mean the
+                    // quantization noise moves even where the pre-activation mean is right
+                    // (noise below 0 is cut off, above it is not): match that mean instead,
+                    // by Newton steps on the shift (the slope: the share of values between
+                    // the clamps).
+                    let top = if u.quant_out {
+                        255.0 * u.out.scale as f64
+                    } else {
+                        6.0
+                    };
+                    let mut target =
+                        Tensor::zeros([u.spec.cout as i64], (Kind::Double, Device::Cpu));
+                    for yf in &floats {
+                        target += per_channel(yf.clamp(0.0, 6.0));
+                    }
+                    for _ in 0..3 {
+                        let d = (-&shift).to_kind(Kind::Float).view([1, -1, 1, 1]);
+                        let mut got = Tensor::zeros_like(&target);
+                        let mut slope = Tensor::zeros_like(&target);
+                        for yq in &pres {
+                            let y = yq + &d;
+                            got += per_channel(y.clamp(0.0, top));
+                            slope += per_channel(y.gt(0.0).logical_and(&y.lt(top)));
+                        }
+                        shift -= (&target - got) / slope.clamp_min(1.0);
+                    }
+                }
+                drop(pres);
+                let shift = shift.to_kind(Kind::Float);
+                let worst = shift.abs().max().double_value(&[]) as f32;
+                if worst > largest.0 {
+                    largest = (worst, u.spec.conv.clone());
+                }
+                let b = &bf - &shift;
+                let wq = quantized(&b);
+                xs = xs
+                    .iter()
+                    .zip(floats)
+                    .map(|((_, q), yf)| {
+                        let yq = conv(q, &wq, &b);
+                        let act = |y: Tensor| if u.spec.relu6 { y.clamp(0.0, 6.0) } else { y };
+                        let yq = if u.quant_out {
+                            fake_quant(&yq, u.out)
+                        } else {
+                            act(yq)
+                        };
+                        (act(yf), yq)
+                    })
+                    .collect();
+                u.b = b;
+                x_scale = u.out.scale;
+            }
+            if let Some(r) = residual {
+                xs = xs
+                    .iter()
+                    .zip(&inputs)
+                    .map(|((f, q), (fi, qi))| {
+                        let q = q + qi;
+                        let q = if r.quantized {
+                            fake_quant(&q, r.out)
+                        } else {
+                            q
+                        };
+                        (f + fi, q)
+                    })
+                    .collect();
+                x_scale = r.out.scale;
+            }
+        }
+        Ok(())
+    })?;
+    let corrected = student.weights(w)?;
+    Ok((
+        corrected,
+        CorrectionReport {
+            images: n as usize,
+            largest_shift: largest.0,
+            largest_in: largest.1,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// Images per convolution call in [`empirical_bias_correction`] (bounds the temporaries).
+const CORRECTION_CHUNK: i64 = 50;
+
+/// `w` with the analytic bias correction (quantize.rs) folded into its biases, as a checkpoint
+/// to write the int8 model from without bias correction (folded convolutions, identity
+/// BatchNorm): where [`distill`] starts from after a post-training analytic correction.
+pub fn analytic_bias_correction(arch: &Arch, w: &Weights, cal: &Calibrated) -> Result<Weights> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    Student::new(
+        &vs.root(),
+        arch,
+        w,
+        cal,
+        false,
+        &FloatParts::default(),
+        true,
+    )?
+    .weights(w)
+}
+
 /// Fine-tunes the fake-int8 backbone to match `teacher` on every photo of `train` (one random
-/// view of `views` per photo and epoch); returns the weights to write the int8 model from.
+/// view of `views` per photo and epoch), starting from `w`, whose biases already carry their
+/// correction ([`analytic_bias_correction`] or [`empirical_bias_correction`]); returns the
+/// weights to write the int8 model from without bias correction.
 pub fn distill(
     teacher: &Net,
     w: &Weights,
@@ -358,6 +586,7 @@ pub fn distill(
         cal,
         !o.biases_only,
         &FloatParts::default(),
+        false,
     )?;
     let mut opt = nn::Adam::default().build(&vs, o.lr)?;
     let s = train.size;
@@ -500,6 +729,7 @@ mod tests {
             &cal,
             true,
             &FloatParts::default(),
+            true,
         )
         .unwrap();
         let tuned = student.weights(&w).unwrap();
@@ -524,10 +754,11 @@ mod tests {
         for p in &photos {
             write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
             let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
-            let fake: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default())
-                .unwrap()
-                .try_into()
-                .unwrap();
+            let fake: Vec<f32> =
+                fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default(), true)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
             let input = tract_ndarray::Array4::from_shape_vec(
                 (SEED_VIEWS.len(), 3, size, size),
                 batch.clone(),
@@ -582,12 +813,12 @@ mod tests {
         for p in &photos {
             write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
             let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
-            let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x, &parts)
+            let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &x, &parts, true)
                 .unwrap()
                 .try_into()
                 .unwrap();
             let all_int8: Vec<f32> =
-                fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default())
+                fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default(), true)
                     .unwrap()
                     .try_into()
                     .unwrap();
@@ -656,7 +887,7 @@ mod tests {
             tch::no_grad(|| (net.features(&xs, false), net.forward_t(&xs, false)));
         let sim = |parts: &FloatParts| {
             let svs = nn::VarStore::new(Device::Cpu);
-            let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, parts).unwrap();
+            let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, parts, true).unwrap();
             tch::no_grad(|| (st.features(&xs), st.logits(&xs)))
         };
         let d = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
@@ -690,6 +921,78 @@ mod tests {
                 "{name}: {moved} {left}"
             );
         }
+    }
+
+    /// The empirical bias correction is written as it is simulated, and it takes out mean error
+    /// that the analytic one leaves: on the calibration images, the pooled features of the
+    /// corrected simulation are closer to the float network's on average, channel by channel.
+    #[test]
+    fn empirical_bias_correction_is_written_as_simulated_and_takes_out_the_mean_shift() {
+        let size = 32;
+        let (vs, net, photos, xs) = test_net(3, true);
+        let w = var_weights(&vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let none = FloatParts::default();
+        let (corrected, report) =
+            empirical_bias_correction(&net.arch, &w, &cal, &xs, &none).unwrap();
+        assert_eq!(report.images, photos.len() * SEED_VIEWS.len(), "{report:?}");
+        assert!(report.largest_shift > 0.0, "{report:?}");
+
+        // Mean over channels of |per-channel mean of (simulated - float) pooled features|.
+        let float_features = tch::no_grad(|| net.features(&xs, false));
+        let mean_shift = |w: &Weights, analytic: bool| {
+            let svs = nn::VarStore::new(Device::Cpu);
+            let st = Student::new(&svs.root(), &net.arch, w, &cal, false, &none, analytic).unwrap();
+            let f = tch::no_grad(|| st.features(&xs));
+            (f - &float_features)
+                .mean_dim([0i64].as_slice(), false, Kind::Float)
+                .abs()
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        let (analytic, empirical) = (mean_shift(&w, true), mean_shift(&corrected, false));
+        eprintln!(
+            "mean feature shift: analytic {analytic:.3e}, empirical {empirical:.3e}; {report:?}"
+        );
+        assert!(empirical < 0.5 * analytic, "{empirical} vs {analytic}");
+
+        // The file written from the corrected checkpoint (without the analytic correction)
+        // runs in tract as the simulation of it does.
+        let proto = int8_model(
+            &net.arch,
+            &corrected,
+            &cal,
+            Form::QLinearConv,
+            false,
+            &HashSet::new(),
+            vec![],
+        )
+        .unwrap();
+        let plan = tract_views_plan(&proto, size);
+        let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let float: Vec<f32> = tch::no_grad(|| net.probability(&xs)).try_into().unwrap();
+        let per = SEED_VIEWS.len();
+        let (mut worst, mut float_gap) = (0f32, 0f32);
+        for (k, x) in xs.split(per as i64, 0).iter().enumerate() {
+            let batch: Vec<f32> = x.contiguous().view(-1).try_into().unwrap();
+            let input =
+                tract_onnx::prelude::Tensor::from_shape(&[per, 3, size, size], &batch).unwrap();
+            let out = plan.run(tvec!(input.into())).unwrap();
+            let file = out[0].to_plain_array_view::<f32>().unwrap();
+            for (i, b) in file.iter().enumerate() {
+                worst = worst.max((sim[k * per + i] - b).abs());
+                float_gap = float_gap.max((float[k * per + i] - b).abs());
+            }
+        }
+        eprintln!("corrected: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
+        assert!(
+            worst < 0.2 * float_gap,
+            "simulation {worst} vs float {float_gap}"
+        );
     }
 
     fn student_unit(s: &Student, u: &ConvUnit) -> (Vec<f32>, Vec<f32>) {

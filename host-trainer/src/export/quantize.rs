@@ -46,6 +46,18 @@ pub enum Form {
     Qdq,
 }
 
+/// How the int8 model's biases take out the quantization's mean error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BiasCorrection {
+    /// Each convolution's own weight rounding, on the float network's input means.
+    #[default]
+    Analytic,
+    /// Measured convolution by convolution on the calibration photos, with everything upstream
+    /// quantized (`qat::empirical_bias_correction`).
+    Empirical,
+}
+
 /// How an activation's range is chosen from the calibration photos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -20,8 +20,13 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use super::onnx::{float_model, unit_key, Weights};
-use super::qat::{distill, QatOptions, QatReport};
-use super::quantize::{calibrate, calibration_indices, int8_model, Calibration, Form};
+use super::qat::{
+    analytic_bias_correction, distill, empirical_bias_correction, views_tensor, CorrectionReport,
+    FloatParts, QatOptions, QatReport,
+};
+use super::quantize::{
+    calibrate, calibration_indices, int8_model, BiasCorrection, Calibration, Form,
+};
 use crate::data::cache::Cache;
 use crate::data::labels::Positive;
 use crate::data::split::Split;
@@ -54,6 +59,12 @@ pub struct GoldenSample {
 pub struct QuantReport {
     pub form: Form,
     pub calibration: Calibration,
+    /// Older golden files predate the choice: theirs was analytic.
+    #[serde(default)]
+    pub bias_correction: BiasCorrection,
+    /// What the empirical bias correction did, when it ran.
+    #[serde(default)]
+    pub correction: Option<CorrectionReport>,
     pub calibration_photos: usize,
     /// Photos of the validation split the figures below come from (all TTA views each).
     pub val_photos: usize,
@@ -171,6 +182,7 @@ pub struct QuantOptions {
     /// Training photos to calibrate on.
     pub calib: usize,
     pub calibration: Calibration,
+    pub bias_correction: BiasCorrection,
     pub form: Form,
     /// Refuse to write a model that misses the int8 bounds.
     pub enforce_bounds: bool,
@@ -445,34 +457,41 @@ fn quantize(
     let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     let calibration_seconds = t0.elapsed().as_secs_f64();
     let float_weights = float_weight_units(&loaded.info.arch, &q.float_weights)?;
+    ensure!(
+        q.qat.is_none() || float_weights.is_empty(),
+        "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
+    );
+    let arch = &loaded.info.arch;
+    // The checkpoint the int8 model is written from, and whether it still needs the analytic
+    // bias correction.
+    let (start, analytic, correction) = match q.bias_correction {
+        BiasCorrection::Analytic => (w.clone(), true, None),
+        BiasCorrection::Empirical => {
+            let xs = views_tensor(&photos, arch.input_size, &contract.tta)?;
+            let parts = FloatParts {
+                weights: float_weights.clone(),
+                ..Default::default()
+            };
+            let (c, report) = empirical_bias_correction(arch, w, &cal, &xs, &parts)?;
+            (c, false, Some(report))
+        }
+    };
     let (proto, qat) = match &q.qat {
         None => (
-            int8_model(
-                &loaded.info.arch,
-                w,
-                &cal,
-                q.form,
-                true,
-                &float_weights,
-                vec![],
-            )?,
+            int8_model(arch, &start, &cal, q.form, analytic, &float_weights, vec![])?,
             None,
         ),
-        Some(_) if !float_weights.is_empty() => {
-            bail!("--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other")
-        }
         Some(o) => {
             let aug = o.augment.then_some(&loaded.info.config.augment);
-            let (tuned, report) = distill(&loaded.net, w, &cal, &train, &contract.tta, aug, o)?;
-            let proto = int8_model(
-                &loaded.info.arch,
-                &tuned,
-                &cal,
-                q.form,
-                false,
-                &float_weights,
-                vec![],
-            )?;
+            let corrected;
+            let from = if analytic {
+                corrected = analytic_bias_correction(arch, &start, &cal)?;
+                &corrected
+            } else {
+                &start
+            };
+            let (tuned, report) = distill(&loaded.net, from, &cal, &train, &contract.tta, aug, o)?;
+            let proto = int8_model(arch, &tuned, &cal, q.form, false, &float_weights, vec![])?;
             (proto, Some(report))
         }
     };
@@ -500,6 +519,8 @@ fn quantize(
         QuantReport {
             form: q.form,
             calibration: q.calibration,
+            bias_correction: q.bias_correction,
+            correction,
             calibration_photos: photos.len(),
             val_photos: val.len(),
             p99_abs_diff: gap.p99,
