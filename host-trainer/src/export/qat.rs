@@ -713,8 +713,7 @@ mod tests {
     /// the weights it hands back hold the folded convolutions exactly.
     #[test]
     fn student_matches_the_int8_model_it_writes() {
-        let size = 32;
-        let (vs, net, photos, _) = test_net(3, true);
+        let (vs, net, photos, xs) = test_net(3, true);
         let w = var_weights(&vs).unwrap();
         let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
         let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
@@ -738,41 +737,12 @@ mod tests {
             assert_eq!(a.0, b.0, "{}: folded weights", u.conv);
             assert_eq!(a.1, b.1, "{}: folded bias", u.conv);
         }
-        let proto = int8_model(
-            &net.arch,
-            &tuned,
-            &cal,
-            Form::QLinearConv,
-            false,
-            &HashSet::new(),
-            vec![],
-        )
-        .unwrap();
-        let plan = tract_views_plan(&proto, size);
-        let mut batch = vec![0f32; SEED_VIEWS.len() * 3 * size * size];
-        let (mut worst, mut float_gap) = (0f32, 0f32);
-        for p in &photos {
-            write_views(p, size, size, &SEED_VIEWS, &mut batch).unwrap();
-            let x = Tensor::from_slice(&batch).view([SEED_VIEWS.len() as i64, 3, 32, 32]);
-            let fake: Vec<f32> =
-                fake_int8_probability(&net, &w, &cal, &x, &FloatParts::default(), true)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-            let input = tract_ndarray::Array4::from_shape_vec(
-                (SEED_VIEWS.len(), 3, size, size),
-                batch.clone(),
-            )
-            .unwrap()
-            .into_tensor();
-            let out = plan.run(tvec!(input.into())).unwrap();
-            let int8 = out[0].to_plain_array_view::<f32>().unwrap();
-            let float: Vec<f32> = tch::no_grad(|| net.probability(&x)).try_into().unwrap();
-            for ((a, b), f) in fake.iter().zip(int8.iter()).zip(&float) {
-                worst = worst.max((a - b).abs());
-                float_gap = float_gap.max((f - b).abs());
-            }
-        }
+        let fake: Vec<f32> =
+            fake_int8_probability(&net, &w, &cal, &xs, &FloatParts::default(), true)
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let (worst, float_gap) = int8_file_gaps(&net, &tuned, &cal, &xs, &fake);
         eprintln!("fake-int8 vs int8 in tract {worst:.2e}; float vs int8 {float_gap:.2e}");
         // The simulation is much closer to the int8 model than the float network is.
         assert!(
@@ -928,7 +898,6 @@ mod tests {
     /// corrected simulation are closer to the float network's on average, channel by channel.
     #[test]
     fn empirical_bias_correction_is_written_as_simulated_and_takes_out_the_mean_shift() {
-        let size = 32;
         let (vs, net, photos, xs) = test_net(3, true);
         let w = var_weights(&vs).unwrap();
         let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
@@ -959,10 +928,32 @@ mod tests {
 
         // The file written from the corrected checkpoint (without the analytic correction)
         // runs in tract as the simulation of it does.
+        let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let (worst, float_gap) = int8_file_gaps(&net, &corrected, &cal, &xs, &sim);
+        eprintln!("corrected: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
+        assert!(
+            worst < 0.2 * float_gap,
+            "simulation {worst} vs float {float_gap}"
+        );
+    }
+
+    /// The int8 file written from `checkpoint` without bias correction, run in tract on the
+    /// test net's views `xs` (photo by photo): (max |file - `sim`|, max |file - float network|).
+    fn int8_file_gaps(
+        net: &Net,
+        checkpoint: &Weights,
+        cal: &Calibrated,
+        xs: &Tensor,
+        sim: &[f32],
+    ) -> (f32, f32) {
+        let size = net.arch.input_size;
         let proto = int8_model(
             &net.arch,
-            &corrected,
-            &cal,
+            checkpoint,
+            cal,
             Form::QLinearConv,
             false,
             &HashSet::new(),
@@ -970,11 +961,7 @@ mod tests {
         )
         .unwrap();
         let plan = tract_views_plan(&proto, size);
-        let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let float: Vec<f32> = tch::no_grad(|| net.probability(&xs)).try_into().unwrap();
+        let float: Vec<f32> = tch::no_grad(|| net.probability(xs)).try_into().unwrap();
         let per = SEED_VIEWS.len();
         let (mut worst, mut float_gap) = (0f32, 0f32);
         for (k, x) in xs.split(per as i64, 0).iter().enumerate() {
@@ -988,11 +975,7 @@ mod tests {
                 float_gap = float_gap.max((float[k * per + i] - b).abs());
             }
         }
-        eprintln!("corrected: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
-        assert!(
-            worst < 0.2 * float_gap,
-            "simulation {worst} vs float {float_gap}"
-        );
+        (worst, float_gap)
     }
 
     fn student_unit(s: &Student, u: &ConvUnit) -> (Vec<f32>, Vec<f32>) {
