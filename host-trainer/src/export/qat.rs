@@ -91,6 +91,45 @@ struct QUnit {
     quant_out: bool,
 }
 
+impl QUnit {
+    /// The convolution of `x` (TF padding included) with weights `w` and bias `b`.
+    fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        let p = self.spec.pad;
+        let x = if p.iter().any(|&v| v > 0) {
+            x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64])
+        } else {
+            x.shallow_clone()
+        };
+        x.conv2d(
+            w,
+            Some(b),
+            [self.spec.stride as i64; 2],
+            [0i64, 0],
+            [1i64, 1],
+            self.spec.groups as i64,
+        )
+    }
+
+    /// The weights as the int8 model holds them, for bias `b` and input scale `x_scale`.
+    fn weights_at(&self, b: &Tensor, x_scale: f32) -> Tensor {
+        if self.quant_w {
+            fake_quant_weights(&self.w, b, x_scale)
+        } else {
+            self.w.shallow_clone()
+        }
+    }
+
+    /// The unit's output from its pre-activation `y`. The uint8 range is the ReLU6 (see
+    /// quantize.rs): fake quantization clamps too.
+    fn output(&self, y: Tensor) -> Tensor {
+        match (self.quant_out, self.spec.relu6) {
+            (true, _) => fake_quant(&y, self.out),
+            (false, true) => y.clamp(0.0, 6.0),
+            (false, false) => y,
+        }
+    }
+}
+
 /// A block's residual sum: its quantization, and whether it is quantized (see [`FloatParts`]).
 struct QResidual {
     out: QParams,
@@ -232,29 +271,7 @@ impl Student {
         for (units, residual) in &self.blocks {
             let input = x.shallow_clone();
             for u in units {
-                let p = u.spec.pad;
-                if p.iter().any(|&v| v > 0) {
-                    x = x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64]);
-                }
-                let wq = if u.quant_w {
-                    fake_quant_weights(&u.w, &u.b, x_scale)
-                } else {
-                    u.w.shallow_clone()
-                };
-                x = x.conv2d(
-                    &wq,
-                    Some(&u.b),
-                    [u.spec.stride as i64; 2],
-                    [0i64, 0],
-                    [1i64, 1],
-                    u.spec.groups as i64,
-                );
-                // The uint8 range is the ReLU6 (see quantize.rs): fake quantization clamps too.
-                x = match (u.quant_out, u.spec.relu6) {
-                    (true, _) => fake_quant(&x, u.out),
-                    (false, true) => x.clamp(0.0, 6.0),
-                    (false, false) => x,
-                };
+                x = u.output(u.conv(&x, &u.weights_at(&u.b, x_scale), &u.b));
                 x_scale = u.out.scale;
             }
             if let Some(r) = residual {
@@ -405,31 +422,8 @@ pub fn empirical_bias_correction(
                 .collect();
             for u in units.iter_mut() {
                 let (wf, bf) = (u.w.shallow_clone(), u.b.detach().copy());
-                let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
-                    let p = u.spec.pad;
-                    let x = if p.iter().any(|&v| v > 0) {
-                        x.constant_pad_nd([p[2] as i64, p[3] as i64, p[0] as i64, p[1] as i64])
-                    } else {
-                        x.shallow_clone()
-                    };
-                    x.conv2d(
-                        w,
-                        Some(b),
-                        [u.spec.stride as i64; 2],
-                        [0i64, 0],
-                        [1i64, 1],
-                        u.spec.groups as i64,
-                    )
-                };
-                let quantized = |b: &Tensor| {
-                    if u.quant_w {
-                        fake_quant_weights(&wf, b, x_scale)
-                    } else {
-                        wf.shallow_clone()
-                    }
-                };
                 // The mean shift of the pre-activation, over every image.
-                let wq = quantized(&bf);
+                let wq = u.weights_at(&bf, x_scale);
                 let per_channel = |t: Tensor| {
                     t.to_kind(Kind::Double).sum_dim_intlist(
                         [0i64, 2, 3].as_slice(),
@@ -442,8 +436,8 @@ pub fn empirical_bias_correction(
                 let mut floats = Vec::with_capacity(xs.len());
                 let mut pres = Vec::with_capacity(xs.len());
                 for (f, q) in &xs {
-                    let yf = conv(f, &wf, &bf);
-                    let yq = conv(q, &wq, &bf);
+                    let yf = u.conv(f, &wf, &bf);
+                    let yq = u.conv(q, &wq, &bf);
                     let size = yf.size();
                     count += size[0] * size[2] * size[3];
                     shift += per_channel(&yq - &yf);
@@ -486,20 +480,12 @@ pub fn empirical_bias_correction(
                     largest = (worst, u.spec.conv.clone());
                 }
                 let b = &bf - &shift;
-                let wq = quantized(&b);
+                let wq = u.weights_at(&b, x_scale);
+                let float = |y: Tensor| if u.spec.relu6 { y.clamp(0.0, 6.0) } else { y };
                 xs = xs
                     .iter()
                     .zip(floats)
-                    .map(|((_, q), yf)| {
-                        let yq = conv(q, &wq, &b);
-                        let act = |y: Tensor| if u.spec.relu6 { y.clamp(0.0, 6.0) } else { y };
-                        let yq = if u.quant_out {
-                            fake_quant(&yq, u.out)
-                        } else {
-                            act(yq)
-                        };
-                        (act(yf), yq)
-                    })
+                    .map(|((_, q), yf)| (float(yf), u.output(u.conv(q, &wq, &b))))
                     .collect();
                 u.b = b;
                 x_scale = u.out.scale;
