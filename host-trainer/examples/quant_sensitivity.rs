@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use drscreen_core::{write_views, SEED_VIEWS};
+use drscreen_core::SEED_VIEWS;
 use host_trainer::data::cache::Cache;
 use host_trainer::data::split::Split;
 use host_trainer::eval::evaluate::{load_run, predict_tta};
@@ -23,7 +23,7 @@ use host_trainer::export::qat::{
 };
 use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
 use host_trainer::export::run::{weights, Gap};
-use tch::{Device, Tensor};
+use tch::Device;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
     match args.iter().position(|a| a == name) {
@@ -95,13 +95,9 @@ fn main() -> Result<()> {
         .iter()
         .map(|p| p.probability)
         .collect();
-    let (s, v) = (val.size, SEED_VIEWS.len());
-    let mut buf = vec![0f32; val.len() * v * 3 * s * s];
-    for (i, out) in buf.chunks_mut(v * 3 * s * s).enumerate() {
-        write_views(val.image(i), s, s, &SEED_VIEWS, out)?;
-    }
-    let xs = Tensor::from_slice(&buf).view([(val.len() * v) as i64, 3, s as i64, s as i64]);
-    drop(buf);
+    let v = SEED_VIEWS.len();
+    let val_photos: Vec<&[u8]> = (0..val.len()).map(|i| val.image(i)).collect();
+    let xs = views_tensor(&val_photos, val.size, &SEED_VIEWS)?;
     let sim = |parts: &FloatParts| -> Result<Figures> {
         let corrected = match &cal_xs {
             Some(c) => Some(empirical_bias_correction(arch, &w, &cal, c, parts)?.0),

@@ -652,14 +652,8 @@ mod tests {
         let photos: Vec<Vec<u8>> = (0..4)
             .map(|_| (0..size * size * 3).map(|_| rng.gen()).collect())
             .collect();
-        let mut all = vec![0f32; photos.len() * SEED_VIEWS.len() * 3 * size * size];
-        for (p, chunk) in photos
-            .iter()
-            .zip(all.chunks_mut(SEED_VIEWS.len() * 3 * size * size))
-        {
-            write_views(p, size, size, &SEED_VIEWS, chunk).unwrap();
-        }
-        let xs = Tensor::from_slice(&all).view([-1, 3, size as i64, size as i64]);
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let xs = views_tensor(&refs, size, &SEED_VIEWS).unwrap();
         let vars = vs.variables();
         tch::no_grad(|| {
             if !amplify {
