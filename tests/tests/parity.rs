@@ -348,7 +348,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         calib: 16,
         calibration: Calibration::MinMax,
         bias_correction: BiasCorrection::Empirical,
-        form: Form::QLinearConv,
+        form: Form::ConvInteger,
         enforce_bounds: false,
         qat: None,
         float_weights: vec![],

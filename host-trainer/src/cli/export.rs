@@ -40,8 +40,9 @@ pub struct Args {
     /// upstream quantized; analytic corrects each convolution's own weight rounding only.
     #[arg(long, value_enum, default_value_t = BiasCorrection::Empirical, requires = "quantize")]
     pub bias_correction: BiasCorrection,
-    /// ONNX form of the int8 convolutions (with --quantize).
-    #[arg(long, value_enum, default_value_t = Form::QLinearConv, requires = "quantize")]
+    /// ONNX form of the int8 convolutions (with --quantize): convinteger computes to the same
+    /// bits in tract and onnxruntime, qlinearconv does not (see quantize.rs).
+    #[arg(long, value_enum, default_value_t = Form::ConvInteger, requires = "quantize")]
     pub form: Form,
     /// Write the int8 model even if it misses its bounds against the float model on the
     /// validation split (p99 |diff| <= 0.03, agreement >= 98 %, AUC drop <= 0.01, size <= 30 %).

@@ -722,7 +722,7 @@ mod tests {
                 .unwrap()
                 .try_into()
                 .unwrap();
-        let (worst, float_gap) = int8_file_gaps(&net, &tuned, &cal, &xs, &fake);
+        let (worst, float_gap) = int8_file_gaps(&net, &tuned, &cal, &xs, &fake, Form::ConvInteger);
         eprintln!("fake-int8 vs int8 in tract {worst:.2e}; float vs int8 {float_gap:.2e}");
         // The simulation is much closer to the int8 model than the float network is.
         assert!(
@@ -912,7 +912,8 @@ mod tests {
             .unwrap()
             .try_into()
             .unwrap();
-        let (worst, float_gap) = int8_file_gaps(&net, &corrected, &cal, &xs, &sim);
+        let (worst, float_gap) =
+            int8_file_gaps(&net, &corrected, &cal, &xs, &sim, Form::ConvInteger);
         eprintln!("corrected: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
         assert!(
             worst < 0.2 * float_gap,
@@ -920,21 +921,63 @@ mod tests {
         );
     }
 
-    /// The int8 file written from `checkpoint` without bias correction, run in tract on the
-    /// test net's views `xs` (photo by photo): (max |file - `sim`|, max |file - float network|).
+    /// Both integer forms write the network that the simulation runs, and the `ConvInteger`
+    /// form has no `QLinearConv` left in it: its requantization is the plain ops.
+    #[test]
+    fn convinteger_and_qlinearconv_files_run_as_the_simulation() {
+        let (vs, net, photos, xs) = test_net(3, true);
+        let w = var_weights(&vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let none = FloatParts::default();
+        let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &none, false)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for form in [Form::QLinearConv, Form::ConvInteger] {
+            let (worst, float_gap) = int8_file_gaps(&net, &w, &cal, &xs, &sim, form);
+            eprintln!("{form:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
+            // The amplified net shows the quantization (0.12 from the float network); the
+            // file is the simulation up to float32 rounding.
+            assert!(float_gap > 0.05, "{form:?}: the test net hides the int8 error");
+            assert!(worst < 1e-5, "{form:?}: simulation vs file {worst}");
+        }
+        let proto = int8_model(
+            &net.arch,
+            &w,
+            &cal,
+            Form::ConvInteger,
+            false,
+            &HashSet::new(),
+            vec![],
+        )
+        .unwrap();
+        let graph = proto.graph.as_ref().unwrap();
+        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+        let units = net.arch.units().count();
+        assert_eq!((ops("ConvInteger"), ops("QLinearConv")), (units, 0));
+        // One QuantizeLinear per convolution, one for the input, one per residual sum.
+        let residuals = net.arch.blocks.iter().filter(|b| b.residual).count();
+        assert_eq!(ops("QuantizeLinear"), units + 1 + residuals);
+    }
+
+    /// The int8 file (in `form`) written from `checkpoint` without bias correction, run in tract
+    /// on the test net's views `xs` (photo by photo): (max |file - `sim`|, max |file - float
+    /// network|).
     fn int8_file_gaps(
         net: &Net,
         checkpoint: &Weights,
         cal: &Calibrated,
         xs: &Tensor,
         sim: &[f32],
+        form: Form,
     ) -> (f32, f32) {
         let size = net.arch.input_size;
         let proto = int8_model(
             &net.arch,
             checkpoint,
             cal,
-            Form::QLinearConv,
+            form,
             false,
             &HashSet::new(),
             vec![],

@@ -1,13 +1,18 @@
 //! Static int8: per-channel symmetric int8 weights and per-tensor asymmetric uint8 activations
-//! whose ranges are calibrated on training photos, written in one of two ONNX forms:
+//! whose ranges are calibrated on training photos, written in one of three ONNX forms:
 //!
-//! - [`Form::QLinearConv`]: every convolution (the depthwise ones included) is one
-//!   `QLinearConv` (uint8 in, int8 weights, int32 bias, uint8 out). ReLU6 is the output range
-//!   `[0, min(6, calibrated max)]`, so the uint8 saturation is the activation.
+//! - [`Form::ConvInteger`] (the default): every convolution (the depthwise ones included) is a
+//!   `ConvInteger` (uint8 in, int8 weights, int32 out) followed by its requantization as plain
+//!   ops (int32 bias add, float32 multiply, `QuantizeLinear` with scale 1), and each residual
+//!   sum's quantization too (a multiplication by the reciprocal scale, then scale 1), which
+//!   tract and onnxruntime compute to the same bits.
+//! - [`Form::QLinearConv`]: every convolution is one `QLinearConv` (uint8 in, int8 weights, int32
+//!   bias, uint8 out); the two runtimes round its requantization differently near half steps.
 //! - [`Form::Qdq`]: `DequantizeLinear -> Conv -> QuantizeLinear` around float convolutions
 //!   whose weights are `DequantizeLinear` of the int8 weights.
 //!
-//! In both, a residual sum is `DequantizeLinear` of both sides, a float `Add` and a
+//! In the integer forms ReLU6 is the output range `[0, min(6, calibrated max)]`, so the uint8
+//! saturation is the activation. In all three, a residual sum is `DequantizeLinear` of both sides, a float `Add` and a
 //! `QuantizeLinear` (`QLinearAdd` is an onnxruntime contrib op that tract does not run), the last
 //! backbone tensor is dequantized for the pooling, and the head's dense layers keep float
 //! activations with int8 weights (`DequantizeLinear -> Gemm`): the head is <0.2 % of the work
@@ -44,6 +49,14 @@ pub enum Form {
     QLinearConv,
     /// `DequantizeLinear -> Conv -> QuantizeLinear`.
     Qdq,
+    /// `ConvInteger` (uint8 in, int8 weights, int32 out), then the requantization written out:
+    /// int32 bias `Add`, `Cast` to float, `Mul` by the per-channel multiplier
+    /// `x_scale * w_scale / y_scale`, `QuantizeLinear` with scale 1. Every step is exact integer
+    /// or one IEEE float32 operation, so tract and onnxruntime give the same bits. Inside
+    /// `QLinearConv` they do not: onnxruntime rounds the float32 product `acc * multiplier`,
+    /// tract 0.23 the exact one, and they part where the two lie on either side of a half step.
+    #[value(name = "convinteger")]
+    ConvInteger,
 }
 
 /// How the int8 model's biases take out the quantization's mean error.
@@ -471,13 +484,29 @@ impl<'a> Int8Emit<'a> {
 
     /// Scale and zero-point initializers of a uint8 tensor.
     fn qparam_inits(&mut self, g: &mut Graph, tensor: &str) -> Result<(String, String)> {
+        Ok((
+            self.scale_init(g, tensor)?,
+            self.zero_point_init(g, tensor)?,
+        ))
+    }
+
+    fn scale_init(&mut self, g: &mut Graph, tensor: &str) -> Result<String> {
         let p = self.params(tensor)?;
-        let (s, z) = (format!("{tensor}.scale"), format!("{tensor}.zero_point"));
-        if self.written.insert(tensor.to_string()) {
+        let s = format!("{tensor}.scale");
+        if self.written.insert(s.clone()) {
             g.init_f32(&s, &[], vec![p.scale]);
+        }
+        Ok(s)
+    }
+
+    /// The zero point alone: a `ConvInteger` reads no scale.
+    fn zero_point_init(&mut self, g: &mut Graph, tensor: &str) -> Result<String> {
+        let p = self.params(tensor)?;
+        let z = format!("{tensor}.zero_point");
+        if self.written.insert(z.clone()) {
             g.init_raw(&z, &[], DataType::Uint8, vec![p.zero_point]);
         }
-        Ok((s, z))
+        Ok(z)
     }
 
     fn quantize(&mut self, g: &mut Graph, x: &str, p: QParams, hint: &str) -> Result<String> {
@@ -488,6 +517,29 @@ impl<'a> Int8Emit<'a> {
             op_type: "QuantizeLinear".into(),
             name: y.clone(),
             input: vec![x.into(), s, z],
+            output: vec![y.clone()],
+            ..Default::default()
+        });
+        Ok(y)
+    }
+
+    /// `QuantizeLinear` with scale 1 of `x`, a value already in units of `p`'s scale: the
+    /// uint8 tensor stands for `p` (its scale initializer is written when a reader needs it).
+    fn quantize_prescaled(
+        &mut self,
+        g: &mut Graph,
+        x: &str,
+        p: QParams,
+        hint: &str,
+    ) -> Result<String> {
+        let one = g.scalar_f32("requant.one", 1.0);
+        let y = g.fresh(hint);
+        self.q.insert(y.clone(), p);
+        let z = self.zero_point_init(g, &y)?;
+        g.nodes.push(tract_onnx::pb::NodeProto {
+            op_type: "QuantizeLinear".into(),
+            name: y.clone(),
+            input: vec![x.into(), one, z],
             output: vec![y.clone()],
             ..Default::default()
         });
@@ -616,9 +668,9 @@ impl Emit for Int8Emit<'_> {
         }
         let k = u.kernel as i64;
         let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
-        let (xs, xz) = self.qparam_inits(g, x)?;
         match self.form {
             Form::QLinearConv => {
+                let (xs, xz) = self.qparam_inits(g, x)?;
                 let y = g.fresh("qconv");
                 self.q.insert(y.clone(), yq);
                 let (ys, yz) = self.qparam_inits(g, &y)?;
@@ -652,7 +704,49 @@ impl Emit for Int8Emit<'_> {
                 self.source.insert(y.clone(), unit_key(u));
                 Ok(y)
             }
+            Form::ConvInteger => {
+                let xz = self.zero_point_init(g, x)?;
+                let wn = g.init_raw(
+                    &format!("{}.wq", u.conv),
+                    &dims,
+                    DataType::Int8,
+                    raw_i8(&wq),
+                );
+                let wz = g.init_raw(
+                    &format!("{}.w_zero_point", u.conv),
+                    &[],
+                    DataType::Int8,
+                    vec![0],
+                );
+                let per_channel = [u.cout as i64, 1, 1];
+                let bn = g.init_raw(
+                    &format!("{}.bq", u.conv),
+                    &per_channel,
+                    DataType::Int32,
+                    raw_i32(&bq),
+                );
+                let mult: Vec<f32> = ws.iter().map(|&w| xq.scale * w / yq.scale).collect();
+                let mn = g.init_f32(&format!("{}.requant", u.conv), &per_channel, mult);
+                let acc = g.node(
+                    "ConvInteger",
+                    &[x, &wn, &xz, &wz],
+                    Graph::conv_attrs(u),
+                    "convint",
+                );
+                let acc = g.node("Add", &[&acc, &bn], vec![], "acc");
+                let accf = g.node(
+                    "Cast",
+                    &[&acc],
+                    vec![attr_int("to", DataType::Float as i64)],
+                    "accf",
+                );
+                let r = g.node("Mul", &[&accf, &mn], vec![], "requant");
+                let y = self.quantize_prescaled(g, &r, yq, "qconv")?;
+                self.source.insert(y.clone(), unit_key(u));
+                Ok(y)
+            }
             Form::Qdq => {
+                let (xs, xz) = self.qparam_inits(g, x)?;
                 let xf = g.node("DequantizeLinear", &[x, &xs, &xz], vec![], "dq");
                 let bscale: Vec<f32> = ws.iter().map(|s| s * xq.scale).collect();
                 let wf = Self::dequantized_weights(g, &u.conv, &dims, &wq, ws);
@@ -688,7 +782,21 @@ impl Emit for Int8Emit<'_> {
         let af = self.dequantize(g, a)?;
         let bf = self.dequantize(g, b)?;
         let sum = g.node("Add", &[&af, &bf], vec![], "residual");
-        let y = self.quantize(g, &sum, QParams::for_range(lo, hi), "residual_q")?;
+        let p = QParams::for_range(lo, hi);
+        let y = if self.form == Form::ConvInteger {
+            // `QuantizeLinear` divides by its scale in onnxruntime and multiplies by the
+            // reciprocal in tract, and onnxruntime fuses `DequantizeLinear -> Add ->
+            // QuantizeLinear` into its `QLinearAdd`, which rounds differently again: one
+            // multiplication by the reciprocal, written out, is the same in both.
+            let recip = g.scalar_f32(
+                &format!("{}.recip_scale", residual_key(block)),
+                p.scale.recip(),
+            );
+            let scaled = g.node("Mul", &[&sum, &recip], vec![], "residual_scaled");
+            self.quantize_prescaled(g, &scaled, p, "residual_q")?
+        } else {
+            self.quantize(g, &sum, p, "residual_q")?
+        };
         self.source.insert(y.clone(), residual_key(block));
         Ok(y)
     }
@@ -736,6 +844,7 @@ pub fn int8_model(
     let doc = match form {
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",
         Form::Qdq => "MobileNetV2 + seed head, static int8 (QDQ, per-channel weights, uint8 activations)",
+        Form::ConvInteger => "MobileNetV2 + seed head, static int8 (ConvInteger + float32 requantization, per-channel weights, uint8 activations)",
     };
     Ok(model(arch, g, out, metadata, doc))
 }
