@@ -380,10 +380,14 @@ pub fn max_accuracy_threshold(
     OperatingPointMetrics::at(scores, labels, t)
 }
 
-/// The highest threshold whose sensitivity is `>= target` (target in (0, 1]), so specificity is
-/// as high as possible while referring at least `target` of the DR eyes. The threshold is always
-/// one of the DR scores; the returned metrics carry the achieved sensitivity (which ties can push
-/// above the target) and specificity. Needs both classes.
+/// A threshold of the highest sensitivity-`>= target` operating point (target in (0, 1]), so
+/// specificity is as high as possible while referring at least `target` of the DR eyes. The
+/// lowest score it refers is a DR eye's; the threshold sits halfway from it down to the next
+/// lower score (of either class), which refers the same eyes of this split, so the eye that
+/// sets it is not on the boundary, where a 1e-7 difference between the host's and the device's
+/// arithmetic would decide it. (With no lower score, the threshold is that DR score.) The
+/// returned metrics carry the achieved sensitivity (which ties can push above the target) and
+/// specificity. Needs both classes.
 pub fn threshold_for_sensitivity(
     scores: &[f32],
     labels: &[bool],
@@ -406,7 +410,16 @@ pub fn threshold_for_sensitivity(
     let k = (1..=pos.len())
         .find(|&k| ratio(k, pos.len()) >= target)
         .expect("k = P gives sensitivity 1 >= target");
-    OperatingPointMetrics::at(scores, labels, pos[k - 1])
+    let lowest_referred = pos[k - 1];
+    let threshold = scores
+        .iter()
+        .copied()
+        .filter(|&x| x < lowest_referred)
+        .max_by(f32::total_cmp)
+        .map(|below| below + (lowest_referred - below) / 2.0)
+        .filter(|&t| scores.iter().all(|&x| x >= lowest_referred || x < t))
+        .unwrap_or(lowest_referred);
+    OperatingPointMetrics::at(scores, labels, threshold)
 }
 
 /// The evaluation of one split: AUC with its interval and the two operating points.
@@ -613,19 +626,40 @@ mod tests {
     #[test]
     fn threshold_for_sensitivity_reaches_target_and_is_highest() {
         let (s, l) = tiny();
-        // 4 of 5 DR eyes: the 4th-highest DR score.
+        // 4 of 5 DR eyes: the 4th-highest DR score is 0.3, the next lower score 0.2.
         let p = threshold_for_sensitivity(&s, &l, 0.8).unwrap();
-        assert_eq!(p.threshold, 0.3);
+        assert!((p.threshold - 0.25).abs() < 1e-6, "{}", p.threshold);
         assert!(close(p.sensitivity, 0.8) && close(p.specificity, 0.4));
+        // All DR eyes: the lowest DR score is 0.2, the next lower score 0.15.
+        let all = threshold_for_sensitivity(&s, &l, 1.0).unwrap();
+        assert!((all.threshold - 0.175).abs() < 1e-6, "{}", all.threshold);
+        // Nothing below the lowest DR score: the threshold is that score.
+        let top = threshold_for_sensitivity(&[0.2, 0.9], &[true, false], 1.0).unwrap();
+        assert_eq!(top.threshold, 0.2);
         for seed in 0..5 {
             let (s, l) = random_data(500, 100 + seed);
             for target in [0.5, 0.8, 0.9, 0.95, 1.0] {
                 let p = threshold_for_sensitivity(&s, &l, target).unwrap();
                 assert!(p.sensitivity >= target, "seed {seed} target {target}");
-                // The next distinct score above the threshold misses the target.
+                let lowest = s
+                    .iter()
+                    .copied()
+                    .filter(|&x| x >= p.threshold)
+                    .min_by(f32::total_cmp)
+                    .unwrap();
+                let highest_not = s
+                    .iter()
+                    .copied()
+                    .filter(|&x| x < p.threshold)
+                    .max_by(f32::total_cmp);
+                // Halfway between the lowest referred score and the highest one not referred.
+                if let Some(b) = highest_not {
+                    assert!((p.threshold - (b + (lowest - b) / 2.0)).abs() <= f32::EPSILON);
+                }
+                // The next distinct score above the lowest referred one misses the target.
                 if let Some(&next) = s
                     .iter()
-                    .filter(|&&x| x > p.threshold)
+                    .filter(|&&x| x > lowest)
                     .min_by(|a, b| a.total_cmp(b))
                 {
                     let c = Confusion::at_threshold(&s, &l, next).unwrap();

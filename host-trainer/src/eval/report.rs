@@ -81,8 +81,9 @@ pub fn markdown(title: &str, m: &Metrics) -> String {
     let _ = writeln!(
         s,
         "Max accuracy: the first threshold of best accuracy over 0.30-0.70 by 0.01. Target \
-         sensitivity: the highest threshold with sensitivity >= {:.4}. A score >= threshold \
-         is referred as DR.\n",
+         sensitivity: the highest operating point with sensitivity >= {:.4}, its threshold halfway \
+         between the lowest score it refers and the next lower score. A score >= threshold is \
+         referred as DR.\n",
         m.sensitivity_target
     );
     let _ = writeln!(s, "| | {} | {} |", points[0].0, points[1].0);
