@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up what the tests need and runs them all: format, lints, the no_std build, the test suite.
+# Sets up what the tests need and runs them all: format, lints, the no_std build, the test suite,
+# and the shipped models checked with onnx and onnxruntime.
 # Usage: scripts/test.sh        (CI runs exactly this through .ci/run)
 # Needs: a Rust toolchain and python3 (for the torch venv host-trainer links against);
 # the real data in ../shared/data beside the checkout, or DRSCREEN_DATA pointing at it.
@@ -23,4 +24,7 @@ source scripts/torch-env.sh
 echo "== fmt"; cargo fmt --all --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== tests"; cargo test --workspace --all-features
-du -sh target .venv 2>/dev/null | awk '{printf "== disk used: %s %s\n", $2, $1}'
+echo "== the shipped models in the reference tools (onnx.checker; onnxruntime vs the golden files)"
+scripts/setup-ref-venv.sh
+.venv-ref/bin/python scripts/check_models.py
+du -sh target .venv .venv-ref 2>/dev/null | awk '{printf "== disk used: %s %s\n", $2, $1}'
