@@ -939,7 +939,10 @@ mod tests {
             eprintln!("{form:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
             // The amplified net shows the quantization (0.12 from the float network); the
             // file is the simulation up to float32 rounding.
-            assert!(float_gap > 0.05, "{form:?}: the test net hides the int8 error");
+            assert!(
+                float_gap > 0.05,
+                "{form:?}: the test net hides the int8 error"
+            );
             assert!(worst < 1e-5, "{form:?}: simulation vs file {worst}");
         }
         let proto = int8_model(
