@@ -510,17 +510,7 @@ impl<'a> Int8Emit<'a> {
     }
 
     fn quantize(&mut self, g: &mut Graph, x: &str, p: QParams, hint: &str) -> Result<String> {
-        let y = g.fresh(hint);
-        self.q.insert(y.clone(), p);
-        let (s, z) = self.qparam_inits(g, &y)?;
-        g.nodes.push(tract_onnx::pb::NodeProto {
-            op_type: "QuantizeLinear".into(),
-            name: y.clone(),
-            input: vec![x.into(), s, z],
-            output: vec![y.clone()],
-            ..Default::default()
-        });
-        Ok(y)
+        self.quantize_linear(g, x, p, hint, false)
     }
 
     /// `QuantizeLinear` with scale 1 of `x`, a value already in units of `p`'s scale: the
@@ -532,14 +522,29 @@ impl<'a> Int8Emit<'a> {
         p: QParams,
         hint: &str,
     ) -> Result<String> {
-        let one = g.scalar_f32("requant.one", 1.0);
+        self.quantize_linear(g, x, p, hint, true)
+    }
+
+    fn quantize_linear(
+        &mut self,
+        g: &mut Graph,
+        x: &str,
+        p: QParams,
+        hint: &str,
+        prescaled: bool,
+    ) -> Result<String> {
         let y = g.fresh(hint);
         self.q.insert(y.clone(), p);
+        let s = if prescaled {
+            g.scalar_f32("requant.one", 1.0)
+        } else {
+            self.scale_init(g, &y)?
+        };
         let z = self.zero_point_init(g, &y)?;
         g.nodes.push(tract_onnx::pb::NodeProto {
             op_type: "QuantizeLinear".into(),
             name: y.clone(),
-            input: vec![x.into(), one, z],
+            input: vec![x.into(), s, z],
             output: vec![y.clone()],
             ..Default::default()
         });
