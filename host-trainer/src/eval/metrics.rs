@@ -411,14 +411,16 @@ pub fn threshold_for_sensitivity(
         .find(|&k| ratio(k, pos.len()) >= target)
         .expect("k = P gives sensitivity 1 >= target");
     let lowest_referred = pos[k - 1];
-    let threshold = scores
+    let below = scores
         .iter()
         .copied()
         .filter(|&x| x < lowest_referred)
-        .max_by(f32::total_cmp)
-        .map(|below| below + (lowest_referred - below) / 2.0)
-        .filter(|&t| scores.iter().all(|&x| x >= lowest_referred || x < t))
-        .unwrap_or(lowest_referred);
+        .max_by(f32::total_cmp);
+    let threshold = match below.map(|b| (b, b + (lowest_referred - b) / 2.0)) {
+        // (Two adjacent floats have no midpoint: then the DR score itself.)
+        Some((b, halfway)) if halfway > b => halfway,
+        _ => lowest_referred,
+    };
     OperatingPointMetrics::at(scores, labels, threshold)
 }
 

@@ -12,8 +12,9 @@
 //!   whose weights are `DequantizeLinear` of the int8 weights.
 //!
 //! In the integer forms ReLU6 is the output range `[0, min(6, calibrated max)]`, so the uint8
-//! saturation is the activation. In all three, a residual sum is `DequantizeLinear` of both sides, a float `Add` and a
-//! `QuantizeLinear` (`QLinearAdd` is an onnxruntime contrib op that tract does not run), the last
+//! saturation is the activation. In all three, a residual sum is `DequantizeLinear` of both
+//! sides, a float `Add` and its quantization (`QLinearAdd` is an onnxruntime contrib op that
+//! tract does not run), the last
 //! backbone tensor is dequantized for the pooling, and the head's dense layers keep float
 //! activations with int8 weights (`DequantizeLinear -> Gemm`): the head is <0.2 % of the work
 //! but half a megabyte of weights.
