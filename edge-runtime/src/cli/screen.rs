@@ -39,9 +39,9 @@ pub fn describe(r: &Record) -> String {
         }
     };
     let p = r.probability.map_or(String::new(), |p| {
-        let views: Vec<String> = r.per_view.iter().map(|v| format!("{v:.3}")).collect();
+        let views: Vec<String> = r.per_view.iter().map(|v| format!("{v:.4}")).collect();
         format!(
-            " | p={p:.3} (views {}) threshold {:.3}",
+            " | p={p:.4} (views {}) threshold {:.4}",
             views.join(" "),
             r.threshold
         )
