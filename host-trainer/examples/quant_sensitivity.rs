@@ -3,7 +3,7 @@
 //! float: one block's weights, one block's activations, the head's weights.
 //!
 //! `source scripts/torch-env.sh; cargo run --release -p host-trainer --example quant_sensitivity -- RUN
-//! [--calib 100] [--threshold T] [--top 15] [--empirical] [--calibration min-max|percentile|entropy] [--only-base] [--only "features.1 weights,head weights"]`
+//! [--calib 100] [--threshold T (default: the run's eval-val target-sensitivity one)] [--top 15] [--empirical] [--calibration min-max|percentile|entropy] [--only-base] [--only "features.1 weights,head weights"]`
 //!
 //! Prints, for the whole int8 network and for each part left in float, the figures issue 4 bounds
 //! (p99 and max |int8 - float| of the TTA probability, decision agreement at the threshold) and the
@@ -17,6 +17,7 @@ use drscreen_core::SEED_VIEWS;
 use host_trainer::data::cache::Cache;
 use host_trainer::data::split::Split;
 use host_trainer::eval::evaluate::{load_run, predict_tta};
+use host_trainer::eval::report::read_json;
 use host_trainer::export::onnx::{residual_key, unit_key};
 use host_trainer::export::qat::{
     empirical_bias_correction, fake_int8_probability, views_tensor, FloatParts,
@@ -66,9 +67,17 @@ fn main() -> Result<()> {
             .context("usage: quant_sensitivity RUN [--calib N]")?,
     );
     let calib: usize = arg(&args, "--calib", 100)?;
-    let t: f32 = arg(&args, "--threshold", 0.454)?;
     let top: usize = arg(&args, "--top", 15)?;
     let loaded = load_run(&run, None, Device::Cpu)?;
+    // Default: the run's own target-sensitivity threshold (`evaluate --split val`).
+    let t: f32 = if args.iter().any(|a| a == "--threshold") {
+        arg(&args, "--threshold", 0.0)?
+    } else {
+        read_json(&run.join("eval-val/metrics.json"))?
+            .0
+            .target_sensitivity
+            .threshold
+    };
     let w = weights(&loaded)?;
     let arch = &loaded.info.arch;
     let cache = Cache::open(&loaded.info.config.cache)?;
