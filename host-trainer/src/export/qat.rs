@@ -675,6 +675,14 @@ mod tests {
         (vs, net, photos, xs)
     }
 
+    /// The test net's weights and their min/max calibration on its photos.
+    fn calibrated(vs: &nn::VarStore, net: &Net, photos: &[Vec<u8>]) -> (Weights, Calibrated) {
+        let w = var_weights(vs).unwrap();
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        (w, cal)
+    }
+
     /// tract's plan for batches of the seed's TTA views of a written model.
     fn tract_views_plan(proto: &ModelProto, size: usize) -> std::sync::Arc<TypedRunnableModel> {
         tract_onnx::onnx()
@@ -694,9 +702,7 @@ mod tests {
     #[test]
     fn student_matches_the_int8_model_it_writes() {
         let (vs, net, photos, xs) = test_net(3, true);
-        let w = var_weights(&vs).unwrap();
-        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
-        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let (w, cal) = calibrated(&vs, &net, &photos);
 
         // The student's weights (corrected biases, identity BatchNorm) written as int8 without
         // bias correction.
@@ -740,9 +746,7 @@ mod tests {
     fn float_weight_units_are_written_as_the_simulation_leaves_them() {
         let size = 32;
         let (vs, net, photos, _) = test_net(3, false);
-        let w = var_weights(&vs).unwrap();
-        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
-        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let (w, cal) = calibrated(&vs, &net, &photos);
         let parts = FloatParts {
             weights: net.arch.units().skip(1).map(unit_key).collect(),
             ..Default::default()
@@ -812,9 +816,7 @@ mod tests {
     #[test]
     fn a_simulation_with_every_part_left_in_float_is_the_float_network() {
         let (vs, net, photos, xs) = test_net(3, false);
-        let w = var_weights(&vs).unwrap();
-        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
-        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let (w, cal) = calibrated(&vs, &net, &photos);
         let mut weights = FloatParts::default();
         let mut activations = FloatParts::default();
         for b in &net.arch.blocks {
@@ -879,9 +881,7 @@ mod tests {
     #[test]
     fn empirical_bias_correction_is_written_as_simulated_and_takes_out_the_mean_shift() {
         let (vs, net, photos, xs) = test_net(3, true);
-        let w = var_weights(&vs).unwrap();
-        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
-        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let (w, cal) = calibrated(&vs, &net, &photos);
         let none = FloatParts::default();
         let (corrected, report) =
             empirical_bias_correction(&net.arch, &w, &cal, &xs, &none).unwrap();
@@ -926,9 +926,7 @@ mod tests {
     #[test]
     fn convinteger_and_qlinearconv_files_run_as_the_simulation() {
         let (vs, net, photos, xs) = test_net(3, true);
-        let w = var_weights(&vs).unwrap();
-        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
-        let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+        let (w, cal) = calibrated(&vs, &net, &photos);
         let none = FloatParts::default();
         let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &none, false)
             .unwrap()
