@@ -18,6 +18,8 @@ use host_trainer::data::cache::Cache;
 use host_trainer::data::split::Split;
 use host_trainer::eval::evaluate::{load_run, predict_tta};
 use host_trainer::eval::report::read_json;
+use host_trainer::export::equalize::{equalize, Equalization};
+use host_trainer::export::gptq::WeightRounding;
 use host_trainer::export::onnx::{residual_key, unit_key};
 use host_trainer::export::qat::{
     empirical_bias_correction, fake_int8_probability, views_tensor, FloatParts,
@@ -92,10 +94,34 @@ fn main() -> Result<()> {
         }
         None => Calibration::MinMax,
     };
-    let cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
+    let mut cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
+    // `--equalize H [--equalize-depthwise-only]`: cross-layer equalization with headroom H before the simulation (then
+    // calibrated again on the equalized weights).
+    let mut w = w;
+    if args.iter().any(|a| a == "--equalize") {
+        let h: f32 = arg(&args, "--equalize", 2.0)?;
+        let which = if args.iter().any(|a| a == "--equalize-depthwise-only") {
+            Equalization::Depthwise
+        } else {
+            Equalization::All
+        };
+        let (eq, report) = equalize(arch, &w, &cal, which, h)?;
+        println!("equalized: {report:?}");
+        w = eq;
+        cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
+    }
     // `--empirical`: the biases corrected on the calibration photos with everything upstream
     // quantized (export's default); otherwise the analytic correction.
     let empirical = args.iter().any(|a| a == "--empirical");
+    // `--rounding nearest|gptq|gptq-compensated` (with `--empirical`): how the weights are rounded.
+    let rounding = match args.iter().position(|a| a == "--rounding") {
+        Some(i) => {
+            let v = args.get(i + 1).context("--rounding needs a value")?;
+            <WeightRounding as clap::ValueEnum>::from_str(v, true)
+                .map_err(|e| anyhow::anyhow!("--rounding: {e}"))?
+        }
+        None => WeightRounding::Nearest,
+    };
     let cal_xs = empirical
         .then(|| views_tensor(&photos, arch.input_size, &SEED_VIEWS))
         .transpose()?;
@@ -109,7 +135,7 @@ fn main() -> Result<()> {
     let xs = views_tensor(&val_photos, val.size, &SEED_VIEWS)?;
     let sim = |parts: &FloatParts| -> Result<Figures> {
         let corrected = match &cal_xs {
-            Some(c) => Some(empirical_bias_correction(arch, &w, &cal, c, parts)?.0),
+            Some(c) => Some(empirical_bias_correction(arch, &w, &cal, c, parts, rounding)?.0),
             None => None,
         };
         let start = corrected.as_ref().unwrap_or(&w);
@@ -185,6 +211,29 @@ fn main() -> Result<()> {
             },
         ));
     }
+    // The two halves of the error: every weight, or every activation, left in float.
+    let all = |f: fn(&FloatParts) -> &HashSet<String>| -> HashSet<String> {
+        candidates
+            .iter()
+            .flat_map(|(_, p)| f(p).iter().cloned())
+            .collect()
+    };
+    let (weights_all, activations_all) = (all(|p| &p.weights), all(|p| &p.activations));
+    candidates.push((
+        "all weights".into(),
+        FloatParts {
+            weights: weights_all,
+            head: true,
+            ..Default::default()
+        },
+    ));
+    candidates.push((
+        "all activations".into(),
+        FloatParts {
+            activations: activations_all,
+            ..Default::default()
+        },
+    ));
     // `--only "A,B"`: just these candidates (by the names printed).
     if let Some(only) = args.iter().position(|a| a == "--only") {
         let names: Vec<&str> = args

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
+use host_trainer::export::equalize::Equalization;
+use host_trainer::export::gptq::WeightRounding;
 use host_trainer::export::qat::QatOptions;
 use host_trainer::export::quantize::{BiasCorrection, Calibration, Form};
 use host_trainer::export::run::{export, golden_path, ExportOptions, QuantOptions};
@@ -66,6 +68,22 @@ pub struct Args {
     /// `features.1` (with --quantize; repeat for more). `quant_sensitivity` says which matter.
     #[arg(long, requires = "quantize")]
     pub float_weights: Vec<String>,
+    /// Cross-layer equalization before calibration (with --quantize): scales small output
+    /// channels of ReLU6 convolutions up and the next convolution's inputs down, so that they
+    /// use more of the shared uint8 activation range (see equalize.rs).
+    #[arg(long, value_enum, default_value_t = Equalization::All, requires = "quantize")]
+    pub equalization: Equalization,
+    /// A scaled channel's largest calibration value ends at most at the tensor's largest over
+    /// this factor (with --equalization): room for photos brighter than the calibration set's.
+    #[arg(long, default_value_t = 2.0, requires = "quantize")]
+    pub equalize_headroom: f32,
+    /// How the convolutions' int8 weights are rounded (with --quantize): gptq rounds each output
+    /// row against the calibration photos' inputs so that the convolution's output error is
+    /// smallest; gptq-compensated first fits the weights to the float network's outputs from
+    /// the int8 model's inputs (both need --bias-correction empirical); nearest rounds each
+    /// weight on its own.
+    #[arg(long, value_enum, default_value_t = WeightRounding::GptqCompensated, requires = "quantize")]
+    pub weight_rounding: WeightRounding,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
     #[arg(long, default_value_t = 16)]
     pub npy_samples: usize,
@@ -157,6 +175,9 @@ pub fn run(a: &Args) -> Result<()> {
                 ..QatOptions::default()
             }),
             float_weights: a.float_weights.clone(),
+            equalization: a.equalization,
+            equalize_headroom: a.equalize_headroom,
+            weight_rounding: a.weight_rounding,
         }),
         npy_samples: a.npy_samples,
     })?;

@@ -1,4 +1,6 @@
 //! Export: the trained network as ONNX that carries its contract, and its golden outputs.
+pub mod equalize;
+pub mod gptq;
 pub mod onnx;
 pub mod qat;
 pub mod quantize;

@@ -72,6 +72,25 @@ pub fn fold_conv(w: &Weights, u: &ConvUnit) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((folded, shift))
 }
 
+/// Stores folded convolution weights `wf` (OIHW) and bias `bf` as unit `u`'s tensors in `w`,
+/// with an identity BatchNorm whose shift is the bias, so that [`fold_conv`] gives them back.
+pub fn store_folded(w: &mut Weights, u: &ConvUnit, wf: &[f32], bf: &[f32]) {
+    let c = u.cout;
+    let k = u.kernel as i64;
+    let shape = vec![c as i64, (u.cin / u.groups) as i64, k, k];
+    w.insert(format!("{}.weight", u.conv), (wf.to_vec(), shape));
+    let bn = &u.bn;
+    let ch = vec![c as i64];
+    // running_var + eps = 1, so the fold scales by exactly 1.
+    w.insert(format!("{bn}.weight"), (vec![1.0; c], ch.clone()));
+    w.insert(format!("{bn}.bias"), (bf.to_vec(), ch.clone()));
+    w.insert(format!("{bn}.running_mean"), (vec![0.0; c], ch.clone()));
+    w.insert(
+        format!("{bn}.running_var"),
+        (vec![(1.0 - BN_EPS) as f32; c], ch),
+    );
+}
+
 /// Accumulates nodes and initializers with unique names.
 #[derive(Default)]
 pub struct Graph {

@@ -18,10 +18,11 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use super::onnx::{fold_conv, head_layers, residual_key, unit_key, Weights};
+use super::gptq::{gptq_weights, InputStats, WeightRounding};
+use super::onnx::{fold_conv, head_layers, residual_key, store_folded, unit_key, Weights};
 use super::quantize::{quantize_unit, quantize_weights, Calibrated, QParams, INPUT_KEY};
 use crate::data::cache::SplitData;
-use crate::model::arch::{Arch, ConvUnit, BN_EPS};
+use crate::model::arch::{Arch, ConvUnit};
 use crate::model::net::Net;
 use crate::train::augment::augment;
 use crate::train::config::AugmentConfig;
@@ -298,19 +299,7 @@ impl Student {
         };
         for (units, _) in &self.blocks {
             for u in units {
-                let c = u.spec.cout;
-                let shape = u.w.size();
-                out.insert(format!("{}.weight", u.spec.conv), (to_vec(&u.w)?, shape));
-                let bn = &u.spec.bn;
-                let ch = vec![c as i64];
-                // running_var + eps = 1, so the fold scales by exactly 1.
-                out.insert(format!("{bn}.weight"), (vec![1.0; c], ch.clone()));
-                out.insert(format!("{bn}.bias"), (to_vec(&u.b)?, ch.clone()));
-                out.insert(format!("{bn}.running_mean"), (vec![0.0; c], ch.clone()));
-                out.insert(
-                    format!("{bn}.running_var"),
-                    (vec![(1.0 - BN_EPS) as f32; c], ch),
-                );
+                store_folded(&mut out, &u.spec, &to_vec(&u.w)?, &to_vec(&u.b)?);
             }
         }
         Ok(out)
@@ -397,6 +386,7 @@ pub fn empirical_bias_correction(
     cal: &Calibrated,
     xs: &Tensor,
     float: &FloatParts,
+    rounding: WeightRounding,
 ) -> Result<(Weights, CorrectionReport)> {
     let n = xs.size().first().copied().unwrap_or(0);
     ensure!(n > 0, "empirical bias correction needs calibration images");
@@ -422,6 +412,20 @@ pub fn empirical_bias_correction(
                 .collect();
             for u in units.iter_mut() {
                 let (wf, bf) = (u.w.shallow_clone(), u.b.detach().copy());
+                if rounding != WeightRounding::Nearest && u.quant_w {
+                    // Rounded against this unit's quantized inputs, upstream error included.
+                    let compensated = rounding == WeightRounding::GptqCompensated;
+                    let mut stats = InputStats::default();
+                    for (f, q) in &xs {
+                        stats.add(&u.spec, q, compensated.then_some(f));
+                    }
+                    // Rows whose step the int32 bias's range sets are left to the exporter.
+                    let rows = u.spec.cout as i64;
+                    let step = wf.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0;
+                    let floor = bf.abs() / (x_scale as f64 * (1u64 << 24) as f64);
+                    let keep = (floor * 4.0).ge_tensor(&step);
+                    u.w = gptq_weights(&u.spec, &wf, &stats, &keep)?;
+                }
                 // The mean shift of the pre-activation, over every image.
                 let wq = u.weights_at(&bf, x_scale);
                 let per_channel = |t: Tensor| {
@@ -628,6 +632,7 @@ pub fn distill(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::equalize::{equalize, Equalization};
     use crate::export::quantize::{calibrate, int8_model, Calibration, Form};
     use crate::export::run::var_weights;
     use drscreen_core::SEED_VIEWS;
@@ -884,7 +889,8 @@ mod tests {
         let (w, cal) = calibrated(&vs, &net, &photos);
         let none = FloatParts::default();
         let (corrected, report) =
-            empirical_bias_correction(&net.arch, &w, &cal, &xs, &none).unwrap();
+            empirical_bias_correction(&net.arch, &w, &cal, &xs, &none, WeightRounding::Nearest)
+                .unwrap();
         assert_eq!(report.images, photos.len() * SEED_VIEWS.len(), "{report:?}");
         assert!(report.largest_shift > 0.0, "{report:?}");
 
@@ -919,6 +925,71 @@ mod tests {
             worst < 0.2 * float_gap,
             "simulation {worst} vs float {float_gap}"
         );
+    }
+
+    /// GPTQ rounding (both kinds) inside the empirical correction: the file written from its
+    /// checkpoint runs in tract as the simulation of it does, on the exporter's own steps.
+    #[test]
+    fn gptq_rounding_is_written_as_simulated() {
+        let (vs, net, photos, xs) = test_net(3, true);
+        let (w, cal) = calibrated(&vs, &net, &photos);
+        let none = FloatParts::default();
+        for rounding in [WeightRounding::Gptq, WeightRounding::GptqCompensated] {
+            let (corrected, _) =
+                empirical_bias_correction(&net.arch, &w, &cal, &xs, &none, rounding).unwrap();
+            // The weights moved (not the nearest rounding's), and the file is the simulation.
+            let moved = net.arch.blocks[2].units[0].conv.clone() + ".weight";
+            assert_ne!(corrected[&moved].0, w[&moved].0, "{rounding:?}");
+            let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let (worst, float_gap) =
+                int8_file_gaps(&net, &corrected, &cal, &xs, &sim, Form::ConvInteger);
+            eprintln!(
+                "{rounding:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}"
+            );
+            assert!(worst < 1e-5, "{rounding:?}: simulation vs file {worst}");
+        }
+    }
+
+    /// Cross-layer equalization computes the float network it was given, and scales channels.
+    #[test]
+    fn equalized_weights_compute_the_same_float_network() {
+        let (vs, net, photos, xs) = test_net(3, true);
+        let (w, cal) = calibrated(&vs, &net, &photos);
+        let mut all = FloatParts {
+            head: true,
+            ..Default::default()
+        };
+        for b in &net.arch.blocks {
+            all.weights.extend(b.units.iter().map(unit_key));
+            all.activations.extend(b.units.iter().map(unit_key));
+            all.activations.insert(residual_key(b));
+        }
+        // The pooled features of the float network built from a checkpoint.
+        let features = |w: &Weights| {
+            let svs = nn::VarStore::new(Device::Cpu);
+            let st = Student::new(&svs.root(), &net.arch, w, &cal, false, &all, false).unwrap();
+            tch::no_grad(|| st.features(&xs))
+        };
+        let original = features(&w);
+        let size = original.abs().max().double_value(&[]);
+        for which in [Equalization::Depthwise, Equalization::All] {
+            let (eq, report) = equalize(&net.arch, &w, &cal, which, 2.0).unwrap();
+            assert!(
+                report.scaled_channels > 0 && report.max_scale > 1.0,
+                "{report:?}"
+            );
+            let gap = (features(&eq) - &original).abs().max().double_value(&[]);
+            eprintln!("{which:?}: features off by {gap:.2e} of {size:.2e}; {report:?}");
+            assert!(
+                gap < 1e-5 * size,
+                "{which:?}: equalized float network off by {gap}"
+            );
+        }
+        let err = equalize(&net.arch, &w, &cal, Equalization::All, 0.5).unwrap_err();
+        assert!(format!("{err}").contains("headroom"), "{err}");
     }
 
     /// Both integer forms write the network that the simulation runs, and the `ConvInteger`

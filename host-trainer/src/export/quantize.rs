@@ -101,6 +101,9 @@ pub struct Calibrated {
     /// Per-channel mean of each tensor in the float network: the input statistics the bias
     /// correction needs.
     pub means: HashMap<String, Vec<f32>>,
+    /// Per-channel largest value of each tensor in the float network: what the cross-layer
+    /// equalization (`equalize.rs`) scales by.
+    pub channel_max: HashMap<String, Vec<f32>>,
 }
 
 /// The float graph with every tensor that gets quantized exposed as an output.
@@ -134,6 +137,8 @@ struct Stats {
     /// Per-channel sums and the count of values per channel.
     sums: Vec<f64>,
     per_channel: u64,
+    /// Per-channel largest value.
+    maxs: Vec<f32>,
 }
 
 /// Runs the float network over every TTA view of each photo and measures the range of every
@@ -185,6 +190,7 @@ pub fn calibrate(
             hist: vec![0; BINS],
             sums: Vec::new(),
             per_channel: 0,
+            maxs: Vec::new(),
         };
         keys.len()
     ];
@@ -196,9 +202,12 @@ pub fn calibrate(
         }
         // NCHW: the plane of channel c of view n starts at (n * C + c) * HW.
         st.sums.resize(channels, 0.0);
+        st.maxs.resize(channels, f32::NEG_INFINITY);
         let plane = v.len() / (channels * views.len());
         for (k, chunk) in v.chunks(plane).enumerate() {
             st.sums[k % channels] += chunk.iter().map(|&x| x as f64).sum::<f64>();
+            let m = &mut st.maxs[k % channels];
+            *m = chunk.iter().fold(*m, |a, &x| a.max(x));
         }
         st.per_channel += (plane * views.len()) as u64;
     })?;
@@ -231,6 +240,7 @@ pub fn calibrate(
             key.clone(),
             st.sums.iter().map(|s| (s / n) as f32).collect(),
         );
+        cal.channel_max.insert(key.clone(), st.maxs.clone());
     }
     cal.ranges = keys
         .into_iter()

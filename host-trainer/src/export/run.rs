@@ -19,6 +19,8 @@ use tch::{Device, Tensor};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
+use super::equalize::{equalize, Equalization, EqualizeReport};
+use super::gptq::WeightRounding;
 use super::onnx::{float_model, unit_key, Weights};
 use super::qat::{
     analytic_bias_correction, distill, empirical_bias_correction, views_tensor, CorrectionReport,
@@ -85,6 +87,16 @@ pub struct QuantReport {
     /// Convolutions written with float weights between uint8 activations (`--float-weights`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub float_weights: Vec<String>,
+    /// Cross-layer equalization before calibration, when it was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equalization: Option<EqualizeReport>,
+    /// How the convolutions' weights were rounded (files before GPTQ: nearest).
+    #[serde(default = "nearest")]
+    pub weight_rounding: WeightRounding,
+}
+
+fn nearest() -> WeightRounding {
+    WeightRounding::Nearest
 }
 
 /// How far one set of probabilities (an int8 model's) is from another (the float model's), in
@@ -192,6 +204,11 @@ pub struct QuantOptions {
     /// Convolutions (by name) or whole blocks (`features.1`) that keep float weights between
     /// their uint8 activations.
     pub float_weights: Vec<String>,
+    /// Cross-layer equalization before calibration (see [`super::equalize`]) and its headroom.
+    pub equalization: Equalization,
+    pub equalize_headroom: f32,
+    /// How the convolutions' int8 weights are rounded (GPTQ needs the empirical correction).
+    pub weight_rounding: WeightRounding,
 }
 
 /// Options of `export`.
@@ -454,12 +471,28 @@ fn quantize(
     let idx = calibration_indices(train.len(), q.calib)?;
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
     let t0 = std::time::Instant::now();
-    let cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
+    let mut cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
+    // The equalized weights compute what `w` does; their ranges are calibrated again.
+    let (equalized, equalization) = match q.equalization {
+        Equalization::None => (None, None),
+        which => {
+            let (e, report) = equalize(&loaded.info.arch, w, &cal, which, q.equalize_headroom)?;
+            cal = calibrate(&loaded.info.arch, &e, &photos, &contract.tta, q.calibration)?;
+            (Some(e), Some(report))
+        }
+    };
+    let w = equalized.as_ref().unwrap_or(w);
     let calibration_seconds = t0.elapsed().as_secs_f64();
     let float_weights = float_weight_units(&loaded.info.arch, &q.float_weights)?;
     ensure!(
         q.qat.is_none() || float_weights.is_empty(),
         "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
+    );
+    ensure!(
+        q.weight_rounding == WeightRounding::Nearest
+            || q.bias_correction == BiasCorrection::Empirical,
+        "--weight-rounding {:?} runs inside the empirical bias correction: use --bias-correction empirical or --weight-rounding nearest",
+        q.weight_rounding
     );
     let arch = &loaded.info.arch;
     // The checkpoint the int8 model is written from, and whether it still needs the analytic
@@ -472,7 +505,8 @@ fn quantize(
                 weights: float_weights.clone(),
                 ..Default::default()
             };
-            let (c, report) = empirical_bias_correction(arch, w, &cal, &xs, &parts)?;
+            let (c, report) =
+                empirical_bias_correction(arch, w, &cal, &xs, &parts, q.weight_rounding)?;
             (c, false, Some(report))
         }
     };
@@ -537,6 +571,8 @@ fn quantize(
                 v.sort();
                 v
             },
+            equalization,
+            weight_rounding: q.weight_rounding,
         },
         plan,
     ))
