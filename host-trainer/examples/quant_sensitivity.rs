@@ -38,6 +38,19 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<
     }
 }
 
+/// A clap value-enum option by its printed name (`--calibration min-max`).
+fn enum_arg<T: clap::ValueEnum>(args: &[String], name: &str, default: T) -> Result<T> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => {
+            let v = args
+                .get(i + 1)
+                .with_context(|| format!("{name} needs a value"))?;
+            T::from_str(v, true).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        }
+        None => Ok(default),
+    }
+}
+
 /// The bounds' figures and the mean logit difference.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
@@ -86,17 +99,10 @@ fn main() -> Result<()> {
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), calib)?;
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
-    let method = match args.iter().position(|a| a == "--calibration") {
-        Some(i) => {
-            let v = args.get(i + 1).context("--calibration needs a value")?;
-            <Calibration as clap::ValueEnum>::from_str(v, true)
-                .map_err(|e| anyhow::anyhow!("--calibration: {e}"))?
-        }
-        None => Calibration::MinMax,
-    };
+    let method = enum_arg(&args, "--calibration", Calibration::MinMax)?;
     let mut cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
-    // `--equalize H [--equalize-depthwise-only]`: cross-layer equalization with headroom H before the simulation (then
-    // calibrated again on the equalized weights).
+    // `--equalize H [--equalize-depthwise-only]`: cross-layer equalization with headroom H
+    // before the simulation (then calibrated again on the equalized weights).
     let mut w = w;
     if args.iter().any(|a| a == "--equalize") {
         let h: f32 = arg(&args, "--equalize", 2.0)?;
@@ -114,14 +120,7 @@ fn main() -> Result<()> {
     // quantized (export's default); otherwise the analytic correction.
     let empirical = args.iter().any(|a| a == "--empirical");
     // `--rounding nearest|gptq|gptq-compensated` (with `--empirical`): how the weights are rounded.
-    let rounding = match args.iter().position(|a| a == "--rounding") {
-        Some(i) => {
-            let v = args.get(i + 1).context("--rounding needs a value")?;
-            <WeightRounding as clap::ValueEnum>::from_str(v, true)
-                .map_err(|e| anyhow::anyhow!("--rounding: {e}"))?
-        }
-        None => WeightRounding::Nearest,
-    };
+    let rounding = enum_arg(&args, "--rounding", WeightRounding::Nearest)?;
     let cal_xs = empirical
         .then(|| views_tensor(&photos, arch.input_size, &SEED_VIEWS))
         .transpose()?;

@@ -306,14 +306,24 @@ impl Student {
     }
 }
 
+/// Per output channel of weights `w` with bias `b` at input scale `x_scale`: the step
+/// `max|w| / 127`, and the floor that keeps the int32 bias within 2^24 (`bias_floor` in
+/// quantize.rs). The exporter's step is the larger.
+fn step_and_floor(w: &Tensor, b: &Tensor, x_scale: f32) -> (Tensor, Tensor) {
+    let rows = w.size()[0];
+    (
+        w.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0,
+        b.abs() / (x_scale as f64 * (1u64 << 24) as f64),
+    )
+}
+
 /// Per-output-channel symmetric int8 fake quantization with the scales the exporter uses
 /// (`max|w| / 127`, floored so the int32 bias fits; see `quantize_weights` and `bias_floor`).
 fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: f32) -> Tensor {
     let rows = w.size()[0];
     let scale = tch::no_grad(|| {
-        let amax = w.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0;
-        let floor = b.abs() / (x_scale as f64 * (1u64 << 24) as f64);
-        let s = amax.maximum(&floor);
+        let (step, floor) = step_and_floor(w, b, x_scale);
+        let s = step.maximum(&floor);
         // An all-zero channel: any scale is exact.
         s.where_self(&s.gt(0.0), &Tensor::ones_like(&s))
     });
@@ -420,9 +430,7 @@ pub fn empirical_bias_correction(
                         stats.add(&u.spec, q, compensated.then_some(f));
                     }
                     // Rows whose step the int32 bias's range sets are left to the exporter.
-                    let rows = u.spec.cout as i64;
-                    let step = wf.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0;
-                    let floor = bf.abs() / (x_scale as f64 * (1u64 << 24) as f64);
+                    let (step, floor) = step_and_floor(&wf, &bf, x_scale);
                     let keep = (floor * 4.0).ge_tensor(&step);
                     u.w = gptq_weights(&u.spec, &wf, &stats, &keep)?;
                 }
@@ -914,17 +922,23 @@ mod tests {
 
         // The file written from the corrected checkpoint (without the analytic correction)
         // runs in tract as the simulation of it does.
-        let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let (worst, float_gap) =
-            int8_file_gaps(&net, &corrected, &cal, &xs, &sim, Form::ConvInteger);
+        let (worst, float_gap) = written_vs_simulated(&net, &corrected, &cal, &xs);
         eprintln!("corrected: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
         assert!(
             worst < 0.2 * float_gap,
             "simulation {worst} vs float {float_gap}"
         );
+    }
+
+    /// [`int8_file_gaps`] of the `ConvInteger` file written, without the analytic correction,
+    /// from a checkpoint whose biases carry their correction, against its simulation.
+    fn written_vs_simulated(net: &Net, w: &Weights, cal: &Calibrated, xs: &Tensor) -> (f32, f32) {
+        let none = FloatParts::default();
+        let sim: Vec<f32> = fake_int8_probability(net, w, cal, xs, &none, false)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        int8_file_gaps(net, w, cal, xs, &sim, Form::ConvInteger)
     }
 
     /// GPTQ rounding (both kinds) inside the empirical correction: the file written from its
@@ -940,12 +954,7 @@ mod tests {
             // The weights moved (not the nearest rounding's), and the file is the simulation.
             let moved = net.arch.blocks[2].units[0].conv.clone() + ".weight";
             assert_ne!(corrected[&moved].0, w[&moved].0, "{rounding:?}");
-            let sim: Vec<f32> = fake_int8_probability(&net, &corrected, &cal, &xs, &none, false)
-                .unwrap()
-                .try_into()
-                .unwrap();
-            let (worst, float_gap) =
-                int8_file_gaps(&net, &corrected, &cal, &xs, &sim, Form::ConvInteger);
+            let (worst, float_gap) = written_vs_simulated(&net, &corrected, &cal, &xs);
             eprintln!(
                 "{rounding:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}"
             );
