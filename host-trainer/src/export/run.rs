@@ -466,6 +466,13 @@ fn quantize(
     q: &QuantOptions,
     float_bytes: usize,
 ) -> Result<(ModelProto, QuantReport, Plan)> {
+    // Options that do not go together are refused before minutes of calibration.
+    ensure!(
+        q.weight_rounding == WeightRounding::Nearest
+            || q.bias_correction == BiasCorrection::Empirical,
+        "--weight-rounding {:?} runs inside the empirical bias correction: use --bias-correction empirical or --weight-rounding nearest",
+        q.weight_rounding
+    );
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), q.calib)?;
@@ -487,12 +494,6 @@ fn quantize(
     ensure!(
         q.qat.is_none() || float_weights.is_empty(),
         "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
-    );
-    ensure!(
-        q.weight_rounding == WeightRounding::Nearest
-            || q.bias_correction == BiasCorrection::Empirical,
-        "--weight-rounding {:?} runs inside the empirical bias correction: use --bias-correction empirical or --weight-rounding nearest",
-        q.weight_rounding
     );
     let arch = &loaded.info.arch;
     // The checkpoint the int8 model is written from, and whether it still needs the analytic
