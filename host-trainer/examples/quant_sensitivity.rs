@@ -101,16 +101,12 @@ fn main() -> Result<()> {
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
     let method = enum_arg(&args, "--calibration", Calibration::MinMax)?;
     let mut cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
-    // `--equalize H [--equalize-depthwise-only]`: cross-layer equalization with headroom H
-    // before the simulation (then calibrated again on the equalized weights).
+    // `--equalize H [--equalization depthwise|pairs|all]`: cross-layer equalization with
+    // headroom H before the simulation (then calibrated again on the equalized weights).
     let mut w = w;
     if args.iter().any(|a| a == "--equalize") {
         let h: f32 = arg(&args, "--equalize", 2.0)?;
-        let which = if args.iter().any(|a| a == "--equalize-depthwise-only") {
-            Equalization::Depthwise
-        } else {
-            Equalization::All
-        };
+        let which = enum_arg(&args, "--equalization", Equalization::All)?;
         let (eq, report) = equalize(arch, &w, &cal, which, h)?;
         println!("equalized: {report:?}");
         w = eq;

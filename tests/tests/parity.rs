@@ -436,6 +436,35 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("empty"), "{err:#}");
     assert!(!refused.exists());
+    // Options that do not go together are refused before any calibration.
+    for (bad, needle) in [
+        (
+            QuantOptions {
+                bias_correction: BiasCorrection::Analytic,
+                ..quant.clone()
+            },
+            "runs inside the empirical bias correction",
+        ),
+        (
+            QuantOptions {
+                float_weights: vec!["features.1".into()],
+                qat: Some(QatOptions::default()),
+                ..quant.clone()
+            },
+            "--float-weights with --qat-epochs",
+        ),
+    ] {
+        let t0 = std::time::Instant::now();
+        let err = export(&ExportOptions {
+            out: refused.clone(),
+            quantize: Some(bad),
+            ..options.clone()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains(needle), "{err:#}");
+        assert!(!refused.exists());
+        eprintln!("refused in {:?}: {err:#}", t0.elapsed());
+    }
 
     // A checkpoint of another network (its first convolution has 8 filters, not 32).
     let other = dir.path().join("other.safetensors");

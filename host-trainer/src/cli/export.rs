@@ -69,8 +69,9 @@ pub struct Args {
     #[arg(long, requires = "quantize")]
     pub float_weights: Vec<String>,
     /// Cross-layer equalization before calibration (with --quantize): scales small output
-    /// channels of ReLU6 convolutions up and the next convolution's inputs down, so that they
-    /// use more of the shared uint8 activation range (see equalize.rs).
+    /// channels of ReLU6 convolutions (pairs) and of the residual streams (all) up and the
+    /// convolutions that read them down, so that they use more of the shared uint8 activation
+    /// range (see equalize.rs).
     #[arg(long, value_enum, default_value_t = Equalization::All, requires = "quantize")]
     pub equalization: Equalization,
     /// A scaled channel's largest calibration value ends at most at the tensor's largest over

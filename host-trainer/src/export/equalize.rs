@@ -18,12 +18,22 @@
 //!   balances the two roundings (activation step over `k_c`, weight step times `k_c`) instead of
 //!   taking the whole headroom.
 //!
-//! A convolution whose output is also a residual branch or the pooled features is left alone.
+//! A convolution whose output is also a residual branch or the pooled features is left out of
+//! those pairs. A residual stream (the tensor a stage of same-width blocks passes along: the
+//! stage's first projection writes it, each residual block reads it with its first 1x1
+//! convolution and adds its own projection's output to it, and the next stage's first 1x1
+//! convolution reads the last sum) is equalized as one ([`Equalization::All`]): channel `c` of
+//! every projection that writes it is scaled by `k_c` and input channel `c` of every 1x1
+//! convolution that reads it by `1 / k_c`. The stream is linear and its sums add scaled values
+//! to scaled values, so this is exact for any `k_c`; `k_c` balances the stream's activation step
+//! against the readers' weight steps as for a projection, within the range of every tensor of
+//! the stream (signed: its channels' largest magnitude). These signed tensors are the int8
+//! model's coarsest: their per-tensor range is set by a few wide channels.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::onnx::{fold_conv, store_folded, unit_key, Weights};
+use super::onnx::{fold_conv, residual_key, store_folded, unit_key, Weights};
 use super::quantize::Calibrated;
 use crate::model::arch::{Arch, ConvUnit};
 
@@ -36,6 +46,8 @@ pub enum Equalization {
     /// ReLU6 convolutions before a depthwise one (exact, free for the depthwise weights).
     Depthwise,
     /// Those, and the depthwise ones before their 1x1 projection (balanced).
+    Pairs,
+    /// Those pairs, and the residual streams (balanced).
     #[default]
     All,
 }
@@ -52,6 +64,9 @@ pub struct EqualizeReport {
     pub channels: usize,
     /// Pairs (`A`, `B`) equalized.
     pub pairs: usize,
+    /// Residual streams equalized.
+    #[serde(default)]
+    pub streams: usize,
     /// Median and largest scale over the scaled channels.
     pub median_scale: f32,
     pub max_scale: f32,
@@ -76,7 +91,7 @@ fn pairs(arch: &Arch, which: Equalization) -> Vec<(&ConvUnit, &ConvUnit)> {
             };
             if let Some(b) = next {
                 let depthwise = b.groups == b.cin && b.cin == b.cout;
-                let pointwise = which == Equalization::All && b.groups == 1 && b.kernel == 1;
+                let pointwise = which != Equalization::Depthwise && b.groups == 1 && b.kernel == 1;
                 if which != Equalization::None
                     && a.relu6
                     && b.cin == a.cout
@@ -145,21 +160,8 @@ pub fn equalize(
                 if b.groups > 1 {
                     return room;
                 }
-                // 1x1: balance the activation step (top / 255 / k, times |w[o, c]|) against
-                // the weight step (row_max[o] / 127, times k m), summed in square over rows.
-                let (mut ww, mut ss) = (0f64, 0f64);
-                for o in 0..b.cout {
-                    let x = wb[o * per_b + c] as f64;
-                    ww += x * x;
-                    let s = row_max[o] as f64 / 127.0;
-                    ss += s * s;
-                }
-                if m <= 0.0 || ww <= 0.0 || ss <= 0.0 {
-                    return 1.0;
-                }
-                let step = top as f64 / 255.0;
-                let k4 = step * step * ww / (ss * (m as f64).powi(2));
-                (k4.sqrt().sqrt() as f32).clamp(1.0, room)
+                let (ww, ss) = column_weight(wb, per_b, &row_max, c);
+                balance(top as f64 / 255.0, m, ww, ss, room)
             })
             .collect();
         channels += a.cout;
@@ -187,6 +189,30 @@ pub fn equalize(
             }
         }
     }
+    let streams = if which == Equalization::All {
+        streams(arch)
+    } else {
+        Vec::new()
+    };
+    for st in &streams {
+        let k = stream_scales(st, cal, &folded)?;
+        channels += k.len();
+        scales_used.extend(k.iter().copied().filter(|&s| s > 1.0));
+        for u in &st.writers {
+            let (wa, ba) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
+            let per = wa.len() / u.cout;
+            for (c, &kc) in k.iter().enumerate() {
+                wa[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= kc);
+                ba[c] *= kc;
+            }
+        }
+        for u in &st.readers {
+            let (wb, _) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
+            for row in wb.chunks_mut(u.cin) {
+                row.iter_mut().zip(&k).for_each(|(x, &kc)| *x /= kc);
+            }
+        }
+    }
     for block in &arch.blocks {
         for u in &block.units {
             let (wf, bf) = &folded[&unit_key(u)];
@@ -201,6 +227,7 @@ pub fn equalize(
             scaled_channels: scales_used.len(),
             channels,
             pairs: list.len(),
+            streams: streams.len(),
             median_scale: scales_used
                 .get(scales_used.len() / 2)
                 .copied()
@@ -209,4 +236,140 @@ pub fn equalize(
             headroom,
         },
     ))
+}
+
+/// Over the rows `o` of a 1x1 convolution's weights `w` (`per` inputs a row), for input column
+/// `c`: the sum of `w[o, c]^2` and of the rows' int8 steps squared (`row_max[o] / 127`).
+fn column_weight(w: &[f32], per: usize, row_max: &[f32], c: usize) -> (f64, f64) {
+    let (mut ww, mut ss) = (0f64, 0f64);
+    for (o, &r) in row_max.iter().enumerate() {
+        let x = w[o * per + c] as f64;
+        ww += x * x;
+        let s = r as f64 / 127.0;
+        ss += s * s;
+    }
+    (ww, ss)
+}
+
+/// The scale `k` of an input channel of magnitude `m`, read by 1x1 weights with column sums
+/// `ww`, `ss` ([`column_weight`]): it balances the activation step (`step / k`, times the
+/// weights) against the weight steps (times `k m`), `k^4 = step^2 ww / (ss m^2)`, within
+/// `[1, room]`.
+fn balance(step: f64, m: f32, ww: f64, ss: f64, room: f32) -> f32 {
+    if m <= 0.0 || ww <= 0.0 || ss <= 0.0 {
+        return 1.0;
+    }
+    let k4 = step * step * ww / (ss * (m as f64).powi(2));
+    (k4.sqrt().sqrt() as f32).clamp(1.0, room)
+}
+
+/// A residual stream (see the module doc).
+struct Stream<'a> {
+    /// The projections that write it: the stage's first, then each residual block's.
+    writers: Vec<&'a ConvUnit>,
+    /// The 1x1 convolutions that read it: each residual block's first, then the next stage's.
+    readers: Vec<&'a ConvUnit>,
+    /// Calibration keys of its tensors (each projection's output, each sum).
+    tensors: Vec<String>,
+}
+
+/// The residual streams of `arch` that a later stage reads (one the pooling reads is left
+/// alone), whose readers are all 1x1 convolutions.
+fn streams(arch: &Arch) -> Vec<Stream<'_>> {
+    let blocks = &arch.blocks;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        let start = &blocks[i];
+        i += 1;
+        let Some(first) = start.units.last().filter(|u| !start.residual && !u.relu6) else {
+            continue;
+        };
+        let mut st = Stream {
+            writers: vec![first],
+            readers: Vec::new(),
+            tensors: vec![unit_key(first)],
+        };
+        while let Some(b) = blocks.get(i).filter(|b| b.residual) {
+            if let (Some(r), Some(p)) = (b.units.first(), b.projection()) {
+                st.readers.push(r);
+                st.writers.push(p);
+                st.tensors.push(unit_key(p));
+                st.tensors.push(residual_key(b));
+            }
+            i += 1;
+        }
+        if let Some(r) = blocks.get(i).and_then(|b| b.units.first()) {
+            st.readers.push(r);
+            let pointwise = |u: &&ConvUnit| u.kernel == 1 && u.groups == 1 && u.cin == first.cout;
+            if st.readers.iter().all(pointwise) {
+                out.push(st);
+            }
+        }
+    }
+    out
+}
+
+/// Per channel of stream `st`, its scale: [`balance`] of the stream's widest step against all
+/// of its readers' weights, within the range of every tensor of the stream: linear tensors have
+/// no clamp to keep clear of, so a scaled channel may reach the widest one's range (then it
+/// saturates as that one already does), with no headroom. The weight
+/// rounding's error scales with the channel's typical value, so its magnitude here is its root
+/// mean square on the calibration photos (its largest, as for a ReLU6 pair, would overstate the
+/// cost some tenfold: these tensors' largest values are 6-12 standard deviations out).
+fn stream_scales(
+    st: &Stream,
+    cal: &Calibrated,
+    folded: &std::collections::HashMap<String, (Vec<f32>, Vec<f32>)>,
+) -> Result<Vec<f32>> {
+    let width = st.writers[0].cout;
+    // room[c]: how far channel c may grow in every tensor; step: the widest tensor's.
+    let mut room = vec![MAX_SCALE; width];
+    let mut rms = vec![0f32; width];
+    let mut step = 0f64;
+    for key in &st.tensors {
+        let (hi, lo, sq) = (
+            cal.channel_max.get(key),
+            cal.channel_min.get(key),
+            cal.channel_mean_square.get(key),
+        );
+        let (Some(hi), Some(lo), Some(sq)) = (hi, lo, sq) else {
+            bail!("calibration has no channel ranges for {key}");
+        };
+        ensure!(
+            hi.len() == width && lo.len() == width && sq.len() == width,
+            "calibration of {key}: {} channels, the stream has {width}",
+            hi.len()
+        );
+        let m: Vec<f32> = hi
+            .iter()
+            .zip(lo)
+            .map(|(h, l)| h.abs().max(l.abs()))
+            .collect();
+        let top = m.iter().fold(0f32, |a, &x| a.max(x));
+        step = step.max(2.0 * top as f64 / 255.0);
+        for c in 0..width {
+            if m[c] > 0.0 {
+                room[c] = room[c].min(top / m[c]);
+            }
+            rms[c] = rms[c].max(sq[c].max(0.0).sqrt());
+        }
+    }
+    let mut ww = vec![0f64; width];
+    let mut ss = vec![0f64; width];
+    for r in &st.readers {
+        let (w, _) = &folded[&unit_key(r)];
+        let row_max: Vec<f32> = w
+            .chunks(r.cin)
+            .map(|row| row.iter().fold(0f32, |m, &x| m.max(x.abs())))
+            .collect();
+        for c in 0..width {
+            let (a, b) = column_weight(w, r.cin, &row_max, c);
+            ww[c] += a;
+            ss[c] += b;
+        }
+    }
+    Ok((0..width)
+        .map(|c| balance(step, rms[c], ww[c], ss[c], room[c].max(1.0)))
+        .collect())
 }

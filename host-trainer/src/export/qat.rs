@@ -20,7 +20,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::gptq::{gptq_weights, InputStats, WeightRounding};
 use super::onnx::{fold_conv, head_layers, residual_key, store_folded, unit_key, Weights};
-use super::quantize::{quantize_unit, quantize_weights, Calibrated, QParams, INPUT_KEY};
+use super::quantize::{quantize_unit, quantize_weights, Calibrated, Form, QParams, INPUT_KEY};
 use crate::data::cache::SplitData;
 use crate::model::arch::{Arch, ConvUnit};
 use crate::model::net::Net;
@@ -69,7 +69,8 @@ pub struct QatReport {
 }
 
 /// What the simulation leaves in float, for a sensitivity sweep ([`fake_int8_probability`]):
-/// nothing by default (the int8 model as written).
+/// by default nothing but what the default form keeps in float (the int8 model as written; see
+/// [`FloatParts::written`]).
 #[derive(Debug, Clone, Default)]
 pub struct FloatParts {
     /// Convolutions (by [`unit_key`]) whose weights stay float (and get no bias correction).
@@ -78,6 +79,20 @@ pub struct FloatParts {
     pub activations: HashSet<String>,
     /// The head's dense layers keep float weights.
     pub head: bool,
+    /// The residual blocks' projections quantize their outputs before the sum, as a
+    /// `QLinearConv` file does; the other forms sum them in float
+    /// ([`Form::sums_projections_in_float`]).
+    pub quantized_projections: bool,
+}
+
+impl FloatParts {
+    /// The int8 model as `form` writes it: nothing else left in float.
+    pub fn written(form: Form) -> Self {
+        FloatParts {
+            quantized_projections: !form.sums_projections_in_float(),
+            ..Default::default()
+        }
+    }
 }
 
 /// One folded convolution of the student.
@@ -173,6 +188,7 @@ impl Student {
         for block in &arch.blocks {
             let mut units = Vec::new();
             for u in &block.units {
+                let summed_in_float = !float.quantized_projections && block.projection() == Some(u);
                 let (wf, mut bf) = fold_conv(w, u)?;
                 let mean_in = cal
                     .means
@@ -211,7 +227,7 @@ impl Student {
                     b: bt,
                     out,
                     quant_w,
-                    quant_out: !float.activations.contains(&unit_key(u)),
+                    quant_out: !float.activations.contains(&unit_key(u)) && !summed_in_float,
                 });
             }
             let residual = if block.residual {
@@ -556,7 +572,7 @@ pub fn analytic_bias_correction(arch: &Arch, w: &Weights, cal: &Calibrated) -> R
 /// Fine-tunes the fake-int8 backbone to match `teacher` on every photo of `train` (one random
 /// view of `views` per photo and epoch), starting from `w`, whose biases already carry their
 /// correction ([`analytic_bias_correction`] or [`empirical_bias_correction`]); returns the
-/// weights to write the int8 model from without bias correction.
+/// weights to write the int8 model in `form` from without bias correction.
 pub fn distill(
     teacher: &Net,
     w: &Weights,
@@ -565,6 +581,7 @@ pub fn distill(
     views: &[View],
     augmentation: Option<&AugmentConfig>,
     o: &QatOptions,
+    form: Form,
 ) -> Result<(Weights, QatReport)> {
     ensure!(o.epochs > 0, "--qat-epochs must be at least 1");
     ensure!(o.batch > 0, "--qat-batch must be at least 1");
@@ -583,7 +600,7 @@ pub fn distill(
         w,
         cal,
         !o.biases_only,
-        &FloatParts::default(),
+        &FloatParts::written(form),
         false,
     )?;
     let mut opt = nn::Adam::default().build(&vs, o.lr)?;
@@ -641,7 +658,7 @@ pub fn distill(
 mod tests {
     use super::*;
     use crate::export::equalize::{equalize, Equalization};
-    use crate::export::quantize::{calibrate, int8_model, Calibration, Form};
+    use crate::export::quantize::{calibrate, int8_model, Calibration};
     use crate::export::run::var_weights;
     use drscreen_core::SEED_VIEWS;
     use prost::Message;
@@ -768,7 +785,7 @@ mod tests {
             &net.arch,
             &w,
             &cal,
-            Form::QLinearConv,
+            Form::ConvInteger,
             true,
             &parts.weights,
             vec![],
@@ -806,7 +823,7 @@ mod tests {
         // Every convolution but the stem is a float Conv between DequantizeLinear/QuantizeLinear.
         let graph = proto.graph.as_ref().unwrap();
         let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
-        assert_eq!((ops("QLinearConv"), ops("Conv")), (1, parts.weights.len()));
+        assert_eq!((ops("ConvInteger"), ops("Conv")), (1, parts.weights.len()));
         // The stem reads the photo: it cannot keep float weights.
         let stem = FloatParts {
             weights: [unit_key(net.arch.units().next().unwrap())].into(),
@@ -816,7 +833,7 @@ mod tests {
             &net.arch,
             &w,
             &cal,
-            Form::QLinearConv,
+            Form::ConvInteger,
             true,
             &stem.weights,
             vec![],
@@ -845,6 +862,7 @@ mod tests {
             weights: weights.weights.clone(),
             activations: activations.activations.clone(),
             head: true,
+            ..FloatParts::default()
         };
         // Features and logits: a 32 px network barely moves its freshly initialised head, so
         // probabilities would hide the backbone's error.
@@ -984,12 +1002,17 @@ mod tests {
         };
         let original = features(&w);
         let size = original.abs().max().double_value(&[]);
-        for which in [Equalization::Depthwise, Equalization::All] {
+        for which in [
+            Equalization::Depthwise,
+            Equalization::Pairs,
+            Equalization::All,
+        ] {
             let (eq, report) = equalize(&net.arch, &w, &cal, which, 2.0).unwrap();
             assert!(
                 report.scaled_channels > 0 && report.max_scale > 1.0,
                 "{report:?}"
             );
+            assert_eq!(report.streams > 0, which == Equalization::All, "{report:?}");
             let gap = (features(&eq) - &original).abs().max().double_value(&[]);
             eprintln!("{which:?}: features off by {gap:.2e} of {size:.2e}; {report:?}");
             assert!(
@@ -1007,12 +1030,12 @@ mod tests {
     fn convinteger_and_qlinearconv_files_run_as_the_simulation() {
         let (vs, net, photos, xs) = test_net(3, true);
         let (w, cal) = calibrated(&vs, &net, &photos);
-        let none = FloatParts::default();
-        let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &none, false)
-            .unwrap()
-            .try_into()
-            .unwrap();
         for form in [Form::QLinearConv, Form::ConvInteger] {
+            let parts = FloatParts::written(form);
+            let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &parts, false)
+                .unwrap()
+                .try_into()
+                .unwrap();
             let (worst, float_gap) = int8_file_gaps(&net, &w, &cal, &xs, &sim, form);
             eprintln!("{form:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
             // The amplified net shows the quantization (0.12 from the float network); the
@@ -1023,6 +1046,28 @@ mod tests {
             );
             assert!(worst < 1e-5, "{form:?}: simulation vs file {worst}");
         }
+        // Summing the projections in float is a different network: the simulations part (in
+        // the pooled features: the amplified net's probabilities saturate on most views).
+        let features = |form| {
+            let svs = nn::VarStore::new(Device::Cpu);
+            let parts = FloatParts::written(form);
+            let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, &parts, false).unwrap();
+            tch::no_grad(|| st.features(&xs))
+        };
+        let apart = (features(Form::QLinearConv) - features(Form::ConvInteger))
+            .abs()
+            .max()
+            .double_value(&[]);
+        let float = tch::no_grad(|| net.features(&xs, false));
+        let gap = (features(Form::ConvInteger) - float)
+            .abs()
+            .max()
+            .double_value(&[]);
+        eprintln!("pooled features: projections quantized vs summed in float {apart:.2e}, int8 vs float {gap:.2e}");
+        assert!(
+            apart > 0.1 * gap,
+            "the projections' quantization moved nothing: {apart} (int8 vs float {gap})"
+        );
         let proto = int8_model(
             &net.arch,
             &w,
@@ -1037,9 +1082,13 @@ mod tests {
         let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
         let units = net.arch.units().count();
         assert_eq!((ops("ConvInteger"), ops("QLinearConv")), (units, 0));
-        // One QuantizeLinear per convolution, one for the input, one per residual sum.
+        // One QuantizeLinear per convolution but the residual projections (summed in float),
+        // one for the input, one per residual sum; one DequantizeLinear per residual sum (the
+        // block's input), for the pooling, and per dense layer's weights.
         let residuals = net.arch.blocks.iter().filter(|b| b.residual).count();
-        assert_eq!(ops("QuantizeLinear"), units + 1 + residuals);
+        assert_eq!(ops("QuantizeLinear"), units - residuals + 1 + residuals);
+        let dense = net.arch.head.hidden.len() + 1;
+        assert_eq!(ops("DequantizeLinear"), residuals + 1 + dense);
     }
 
     /// The int8 file (in `form`) written from `checkpoint` without bias correction, run in tract

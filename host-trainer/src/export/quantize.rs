@@ -12,9 +12,12 @@
 //!   whose weights are `DequantizeLinear` of the int8 weights.
 //!
 //! In the integer forms ReLU6 is the output range `[0, min(6, calibrated max)]`, so the uint8
-//! saturation is the activation. In all three, a residual sum is `DequantizeLinear` of both
-//! sides, a float `Add` and its quantization (`QLinearAdd` is an onnxruntime contrib op that
-//! tract does not run), the last
+//! saturation is the activation. A residual sum is a float `Add` and its quantization
+//! (`QLinearAdd` is an onnxruntime contrib op that tract does not run) of the block's input
+//! (`DequantizeLinear`) and its projection's output: in `ConvInteger` and QDQ that output is
+//! never quantized (the requantization's float product, scaled to real units, or the float
+//! `Conv`), so the sum is rounded once, as an int8 kernel that fuses the add would; a
+//! `QLinearConv` has a uint8 output, which is dequantized for the sum. The last
 //! backbone tensor is dequantized for the pooling, and the head's dense layers keep float
 //! activations with int8 weights (`DequantizeLinear -> Gemm`): the head is <0.2 % of the work
 //! but half a megabyte of weights.
@@ -58,6 +61,15 @@ pub enum Form {
     /// tract 0.23 the exact one, and they part where the two lie on either side of a half step.
     #[value(name = "convinteger")]
     ConvInteger,
+}
+
+impl Form {
+    /// Whether a residual block's projection keeps its output in float for the sum, so that the
+    /// sum is the block's one quantization (see the module doc): a `QLinearConv` can only write
+    /// its output in uint8.
+    pub fn sums_projections_in_float(self) -> bool {
+        self != Form::QLinearConv
+    }
 }
 
 /// How the int8 model's biases take out the quantization's mean error.
@@ -104,6 +116,10 @@ pub struct Calibrated {
     /// Per-channel largest value of each tensor in the float network: what the cross-layer
     /// equalization (`equalize.rs`) scales by.
     pub channel_max: HashMap<String, Vec<f32>>,
+    /// Per-channel smallest value and mean square, likewise (for the signed tensors of a
+    /// residual stream).
+    pub channel_min: HashMap<String, Vec<f32>>,
+    pub channel_mean_square: HashMap<String, Vec<f32>>,
 }
 
 /// The float graph with every tensor that gets quantized exposed as an output.
@@ -134,11 +150,13 @@ struct Stats {
     hi: f32,
     /// Histogram of |x| over `[0, max(|lo|, |hi|)]` (second pass only).
     hist: Vec<u64>,
-    /// Per-channel sums and the count of values per channel.
+    /// Per-channel sums and sums of squares, and the count of values per channel.
     sums: Vec<f64>,
+    squares: Vec<f64>,
     per_channel: u64,
     /// Per-channel largest value.
     maxs: Vec<f32>,
+    mins: Vec<f32>,
 }
 
 /// Runs the float network over every TTA view of each photo and measures the range of every
@@ -189,8 +207,10 @@ pub fn calibrate(
             hi: f32::NEG_INFINITY,
             hist: vec![0; BINS],
             sums: Vec::new(),
+            squares: Vec::new(),
             per_channel: 0,
             maxs: Vec::new(),
+            mins: Vec::new(),
         };
         keys.len()
     ];
@@ -202,12 +222,17 @@ pub fn calibrate(
         }
         // NCHW: the plane of channel c of view n starts at (n * C + c) * HW.
         st.sums.resize(channels, 0.0);
+        st.squares.resize(channels, 0.0);
         st.maxs.resize(channels, f32::NEG_INFINITY);
+        st.mins.resize(channels, f32::INFINITY);
         let plane = v.len() / (channels * views.len());
         for (k, chunk) in v.chunks(plane).enumerate() {
             st.sums[k % channels] += chunk.iter().map(|&x| x as f64).sum::<f64>();
+            st.squares[k % channels] += chunk.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
             let m = &mut st.maxs[k % channels];
             *m = chunk.iter().fold(*m, |a, &x| a.max(x));
+            let m = &mut st.mins[k % channels];
+            *m = chunk.iter().fold(*m, |a, &x| a.min(x));
         }
         st.per_channel += (plane * views.len()) as u64;
     })?;
@@ -241,6 +266,11 @@ pub fn calibrate(
             st.sums.iter().map(|s| (s / n) as f32).collect(),
         );
         cal.channel_max.insert(key.clone(), st.maxs.clone());
+        cal.channel_min.insert(key.clone(), st.mins.clone());
+        cal.channel_mean_square.insert(
+            key.clone(),
+            st.squares.iter().map(|s| (s / n) as f32).collect(),
+        );
     }
     cal.ranges = keys
         .into_iter()
@@ -457,18 +487,31 @@ pub struct Int8Emit<'a> {
     bias_correction: bool,
     /// Convolutions (by [`unit_key`]) written with float weights between uint8 activations.
     float_weights: &'a HashSet<String>,
+    /// Convolutions (by [`unit_key`]) whose float output goes into a residual sum unquantized
+    /// ([`Form::sums_projections_in_float`]).
+    float_outputs: HashSet<String>,
 }
 
 impl<'a> Int8Emit<'a> {
     pub fn new(
+        arch: &Arch,
         cal: &'a Calibrated,
         form: Form,
         bias_correction: bool,
         float_weights: &'a HashSet<String>,
     ) -> Self {
+        let float_outputs = if form.sums_projections_in_float() {
+            arch.blocks
+                .iter()
+                .filter_map(|b| b.projection().map(unit_key))
+                .collect()
+        } else {
+            HashSet::new()
+        };
         Int8Emit {
             bias_correction,
             float_weights,
+            float_outputs,
             cal,
             source: HashMap::new(),
             form,
@@ -567,6 +610,15 @@ impl<'a> Int8Emit<'a> {
         Ok(g.node("DequantizeLinear", &[x, &s, &z], vec![], "dq"))
     }
 
+    /// `x` in real units: dequantized if it is a uint8 tensor, as it is if it was kept in float.
+    fn real(&mut self, g: &mut Graph, x: &str) -> Result<String> {
+        if self.q.contains_key(x) {
+            self.dequantize(g, x)
+        } else {
+            Ok(x.to_string())
+        }
+    }
+
     /// int8 weights as a per-row `DequantizeLinear` (axis 0).
     fn dequantized_weights(
         g: &mut Graph,
@@ -632,6 +684,12 @@ impl Emit for Int8Emit<'_> {
         } else {
             QParams::for_range(lo, hi)
         };
+        let float_out = self.float_outputs.contains(&unit_key(u));
+        ensure!(
+            !(float_out && u.relu6),
+            "{}: a projection with a ReLU6 cannot keep its output in float",
+            u.conv
+        );
         if self.float_weights.contains(&unit_key(u)) {
             // Float weights between uint8 activations: DequantizeLinear -> Conv -> QuantizeLinear
             // (the output range is still the ReLU6, as in QLinearConv).
@@ -646,6 +704,9 @@ impl Emit for Int8Emit<'_> {
             let wn = g.init_f32(&format!("{}.w", u.conv), &dims, w);
             let bn = g.init_f32(&format!("{}.b", u.conv), &dims[..1], bias);
             let yf = g.node("Conv", &[&xf, &wn, &bn], Graph::conv_attrs(u), "conv");
+            if float_out {
+                return Ok(yf);
+            }
             let y = self.quantize(g, &yf, yq, "q")?;
             self.source.insert(y.clone(), unit_key(u));
             return Ok(y);
@@ -741,7 +802,9 @@ impl Emit for Int8Emit<'_> {
                     DataType::Int32,
                     raw_i32(&bq),
                 );
-                let mult: Vec<f32> = ws.iter().map(|&w| xq.scale * w / yq.scale).collect();
+                // To the output's uint8 units, or to real units for an output kept in float.
+                let out_scale = if float_out { 1.0 } else { yq.scale };
+                let mult: Vec<f32> = ws.iter().map(|&w| xq.scale * w / out_scale).collect();
                 let mn = g.init_f32(&format!("{}.requant", u.conv), &per_channel, mult);
                 let acc = g.node(
                     "ConvInteger",
@@ -757,6 +820,9 @@ impl Emit for Int8Emit<'_> {
                     "accf",
                 );
                 let r = g.node("Mul", &[&accf, &mn], vec![], "requant");
+                if float_out {
+                    return Ok(r);
+                }
                 let y = self.quantize_prescaled(g, &r, yq, "qconv")?;
                 self.source.insert(y.clone(), unit_key(u));
                 Ok(y)
@@ -786,6 +852,9 @@ impl Emit for Int8Emit<'_> {
                     "dq_b",
                 );
                 let yf = g.node("Conv", &[&xf, &wf, &bf], Graph::conv_attrs(u), "conv");
+                if float_out {
+                    return Ok(yf);
+                }
                 let y = self.quantize(g, &yf, yq, "q")?;
                 self.source.insert(y.clone(), unit_key(u));
                 Ok(y)
@@ -795,8 +864,8 @@ impl Emit for Int8Emit<'_> {
 
     fn residual(&mut self, g: &mut Graph, block: &Block, a: &str, b: &str) -> Result<String> {
         let (lo, hi) = self.range(&residual_key(block))?;
-        let af = self.dequantize(g, a)?;
-        let bf = self.dequantize(g, b)?;
+        let af = self.real(g, a)?;
+        let bf = self.real(g, b)?;
         let sum = g.node("Add", &[&af, &bf], vec![], "residual");
         let p = QParams::for_range(lo, hi);
         let y = if self.form == Form::ConvInteger {
@@ -855,7 +924,7 @@ pub fn int8_model(
         );
     }
     let mut g = Graph::default();
-    let mut emit = Int8Emit::new(cal, form, bias_correction, float_weights);
+    let mut emit = Int8Emit::new(arch, cal, form, bias_correction, float_weights);
     let out = build_graph(arch, w, &mut g, &mut emit)?;
     let doc = match form {
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",

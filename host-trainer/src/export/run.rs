@@ -79,6 +79,7 @@ pub struct QuantReport {
     pub auc_int8: f64,
     pub float_bytes: usize,
     pub int8_bytes: usize,
+    /// Calibration, with the equalization and its second calibration when there is one.
     pub calibration_seconds: f64,
     /// Quantization-aware fine-tuning, when it was done (the int8 model is written from its
     /// weights, without bias correction).
@@ -473,6 +474,11 @@ fn quantize(
         "--weight-rounding {:?} runs inside the empirical bias correction: use --bias-correction empirical or --weight-rounding nearest",
         q.weight_rounding
     );
+    let float_weights = float_weight_units(&loaded.info.arch, &q.float_weights)?;
+    ensure!(
+        q.qat.is_none() || float_weights.is_empty(),
+        "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
+    );
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), q.calib)?;
@@ -490,11 +496,6 @@ fn quantize(
     };
     let w = equalized.as_ref().unwrap_or(w);
     let calibration_seconds = t0.elapsed().as_secs_f64();
-    let float_weights = float_weight_units(&loaded.info.arch, &q.float_weights)?;
-    ensure!(
-        q.qat.is_none() || float_weights.is_empty(),
-        "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
-    );
     let arch = &loaded.info.arch;
     // The checkpoint the int8 model is written from, and whether it still needs the analytic
     // bias correction.
@@ -504,7 +505,7 @@ fn quantize(
             let xs = views_tensor(&photos, arch.input_size, &contract.tta)?;
             let parts = FloatParts {
                 weights: float_weights.clone(),
-                ..Default::default()
+                ..FloatParts::written(q.form)
             };
             let (c, report) =
                 empirical_bias_correction(arch, w, &cal, &xs, &parts, q.weight_rounding)?;
@@ -525,7 +526,16 @@ fn quantize(
             } else {
                 &start
             };
-            let (tuned, report) = distill(&loaded.net, from, &cal, &train, &contract.tta, aug, o)?;
+            let (tuned, report) = distill(
+                &loaded.net,
+                from,
+                &cal,
+                &train,
+                &contract.tta,
+                aug,
+                o,
+                q.form,
+            )?;
             let proto = int8_model(arch, &tuned, &cal, q.form, false, &float_weights, vec![])?;
             (proto, Some(report))
         }

@@ -35,6 +35,14 @@ pub struct Block {
     pub residual: bool,
 }
 
+impl Block {
+    /// The convolution whose output the residual sum adds the block's input to (its last, a
+    /// linear 1x1 projection), in a block with a residual sum.
+    pub fn projection(&self) -> Option<&ConvUnit> {
+        self.units.last().filter(|_| self.residual)
+    }
+}
+
 /// The seed's classifier head after global average pooling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Head {
