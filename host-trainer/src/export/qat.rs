@@ -573,6 +573,9 @@ pub fn analytic_bias_correction(arch: &Arch, w: &Weights, cal: &Calibrated) -> R
 /// view of `views` per photo and epoch), starting from `w`, whose biases already carry their
 /// correction ([`analytic_bias_correction`] or [`empirical_bias_correction`]); returns the
 /// weights to write the int8 model in `form` from without bias correction.
+// The teacher, its weights and calibration, the photos and views, the augmentation and the
+// options are each used on their own; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn distill(
     teacher: &Net,
     w: &Weights,
