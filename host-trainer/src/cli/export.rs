@@ -43,7 +43,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = BiasCorrection::Empirical, requires = "quantize")]
     pub bias_correction: BiasCorrection,
     /// ONNX form of the int8 convolutions (with --quantize): convinteger computes to the same
-    /// bits in tract and onnxruntime, qlinearconv does not (see quantize.rs).
+    /// bits in tract and onnxruntime, qlinearconv does not; convinteger-float-sums also leaves
+    /// each residual projection unquantized for its sum (see quantize.rs).
     #[arg(long, value_enum, default_value_t = Form::ConvInteger, requires = "quantize")]
     pub form: Form,
     /// Write the int8 model even if it misses its bounds against the float model on the
@@ -69,7 +70,7 @@ pub struct Args {
     #[arg(long, requires = "quantize")]
     pub float_weights: Vec<String>,
     /// Cross-layer equalization before calibration (with --quantize): scales small output
-    /// channels of ReLU6 convolutions (pairs) and of the residual streams (all) up and the
+    /// channels of ReLU6 convolutions (all) and of the residual streams (streams) up and the
     /// convolutions that read them down, so that they use more of the shared uint8 activation
     /// range (see equalize.rs).
     #[arg(long, value_enum, default_value_t = Equalization::All, requires = "quantize")]

@@ -22,7 +22,7 @@
 //! those pairs. A residual stream (the tensor a stage of same-width blocks passes along: the
 //! stage's first projection writes it, each residual block reads it with its first 1x1
 //! convolution and adds its own projection's output to it, and the next stage's first 1x1
-//! convolution reads the last sum) is equalized as one ([`Equalization::All`]): channel `c` of
+//! convolution reads the last sum) is equalized as one ([`Equalization::Streams`]): channel `c` of
 //! every projection that writes it is scaled by `k_c` and input channel `c` of every 1x1
 //! convolution that reads it by `1 / k_c`. The stream is linear and its sums add scaled values
 //! to scaled values, so this is exact for any `k_c`; `k_c` balances the stream's activation step
@@ -46,10 +46,10 @@ pub enum Equalization {
     /// ReLU6 convolutions before a depthwise one (exact, free for the depthwise weights).
     Depthwise,
     /// Those, and the depthwise ones before their 1x1 projection (balanced).
-    Pairs,
-    /// Those pairs, and the residual streams (balanced).
     #[default]
     All,
+    /// All those pairs, and the residual streams (balanced).
+    Streams,
 }
 
 /// Largest scale given to one channel (a channel that never leaves 0 would get any).
@@ -189,7 +189,7 @@ pub fn equalize(
             }
         }
     }
-    let streams = if which == Equalization::All {
+    let streams = if which == Equalization::Streams {
         streams(arch)
     } else {
         Vec::new()

@@ -69,7 +69,7 @@ pub struct QatReport {
 }
 
 /// What the simulation leaves in float, for a sensitivity sweep ([`fake_int8_probability`]):
-/// by default nothing but what the default form keeps in float (the int8 model as written; see
+/// nothing by default (the int8 model as the default form writes it; see
 /// [`FloatParts::written`]).
 #[derive(Debug, Clone, Default)]
 pub struct FloatParts {
@@ -79,17 +79,16 @@ pub struct FloatParts {
     pub activations: HashSet<String>,
     /// The head's dense layers keep float weights.
     pub head: bool,
-    /// The residual blocks' projections quantize their outputs before the sum, as a
-    /// `QLinearConv` file does; the other forms sum them in float
-    /// ([`Form::sums_projections_in_float`]).
-    pub quantized_projections: bool,
+    /// The residual blocks' projections go into their sums in float, unquantized
+    /// ([`Form::ConvIntegerFloatSums`]).
+    pub float_sums: bool,
 }
 
 impl FloatParts {
     /// The int8 model as `form` writes it: nothing else left in float.
     pub fn written(form: Form) -> Self {
         FloatParts {
-            quantized_projections: !form.sums_projections_in_float(),
+            float_sums: form.sums_projections_in_float(),
             ..Default::default()
         }
     }
@@ -188,7 +187,7 @@ impl Student {
         for block in &arch.blocks {
             let mut units = Vec::new();
             for u in &block.units {
-                let summed_in_float = !float.quantized_projections && block.projection() == Some(u);
+                let summed_in_float = float.float_sums && block.projection() == Some(u);
                 let (wf, mut bf) = fold_conv(w, u)?;
                 let mean_in = cal
                     .means
@@ -1007,15 +1006,19 @@ mod tests {
         let size = original.abs().max().double_value(&[]);
         for which in [
             Equalization::Depthwise,
-            Equalization::Pairs,
             Equalization::All,
+            Equalization::Streams,
         ] {
             let (eq, report) = equalize(&net.arch, &w, &cal, which, 2.0).unwrap();
             assert!(
                 report.scaled_channels > 0 && report.max_scale > 1.0,
                 "{report:?}"
             );
-            assert_eq!(report.streams > 0, which == Equalization::All, "{report:?}");
+            assert_eq!(
+                report.streams > 0,
+                which == Equalization::Streams,
+                "{report:?}"
+            );
             let gap = (features(&eq) - &original).abs().max().double_value(&[]);
             eprintln!("{which:?}: features off by {gap:.2e} of {size:.2e}; {report:?}");
             assert!(
@@ -1027,13 +1030,18 @@ mod tests {
         assert!(format!("{err}").contains("headroom"), "{err}");
     }
 
-    /// Both integer forms write the network that the simulation runs, and the `ConvInteger`
-    /// form has no `QLinearConv` left in it: its requantization is the plain ops.
+    /// The three integer forms write the network that the simulation runs; the `ConvInteger`
+    /// forms have no `QLinearConv` left in them (their requantization is the plain ops), and
+    /// the float-sums one quantizes no residual projection.
     #[test]
     fn convinteger_and_qlinearconv_files_run_as_the_simulation() {
         let (vs, net, photos, xs) = test_net(3, true);
         let (w, cal) = calibrated(&vs, &net, &photos);
-        for form in [Form::QLinearConv, Form::ConvInteger] {
+        for form in [
+            Form::QLinearConv,
+            Form::ConvInteger,
+            Form::ConvIntegerFloatSums,
+        ] {
             let parts = FloatParts::written(form);
             let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &parts, false)
                 .unwrap()
@@ -1057,12 +1065,12 @@ mod tests {
             let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, &parts, false).unwrap();
             tch::no_grad(|| st.features(&xs))
         };
-        let apart = (features(Form::QLinearConv) - features(Form::ConvInteger))
+        let apart = (features(Form::ConvInteger) - features(Form::ConvIntegerFloatSums))
             .abs()
             .max()
             .double_value(&[]);
         let float = tch::no_grad(|| net.features(&xs, false));
-        let gap = (features(Form::ConvInteger) - float)
+        let gap = (features(Form::ConvIntegerFloatSums) - float)
             .abs()
             .max()
             .double_value(&[]);
@@ -1071,27 +1079,29 @@ mod tests {
             apart > 0.1 * gap,
             "the projections' quantization moved nothing: {apart} (int8 vs float {gap})"
         );
-        let proto = int8_model(
-            &net.arch,
-            &w,
-            &cal,
-            Form::ConvInteger,
-            false,
-            &HashSet::new(),
-            vec![],
-        )
-        .unwrap();
-        let graph = proto.graph.as_ref().unwrap();
-        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
         let units = net.arch.units().count();
-        assert_eq!((ops("ConvInteger"), ops("QLinearConv")), (units, 0));
-        // One QuantizeLinear per convolution but the residual projections (summed in float),
-        // one for the input, one per residual sum; one DequantizeLinear per residual sum (the
-        // block's input), for the pooling, and per dense layer's weights.
         let residuals = net.arch.blocks.iter().filter(|b| b.residual).count();
-        assert_eq!(ops("QuantizeLinear"), units - residuals + 1 + residuals);
         let dense = net.arch.head.hidden.len() + 1;
-        assert_eq!(ops("DequantizeLinear"), residuals + 1 + dense);
+        for (form, projections_quantized) in [
+            (Form::ConvInteger, residuals),
+            (Form::ConvIntegerFloatSums, 0),
+        ] {
+            let proto =
+                int8_model(&net.arch, &w, &cal, form, false, &HashSet::new(), vec![]).unwrap();
+            let graph = proto.graph.as_ref().unwrap();
+            let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+            assert_eq!((ops("ConvInteger"), ops("QLinearConv")), (units, 0));
+            // One QuantizeLinear per convolution whose output is quantized, one for the input,
+            // one per residual sum; one DequantizeLinear per residual sum's input (the block's,
+            // and its projection's when quantized), for the pooling and per dense layer.
+            let quantized = units - residuals + projections_quantized;
+            assert_eq!(ops("QuantizeLinear"), quantized + 1 + residuals, "{form:?}");
+            assert_eq!(
+                ops("DequantizeLinear"),
+                residuals + projections_quantized + 1 + dense,
+                "{form:?}"
+            );
+        }
     }
 
     /// The int8 file (in `form`) written from `checkpoint` without bias correction, run in tract

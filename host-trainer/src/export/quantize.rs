@@ -6,6 +6,8 @@
 //!   ops (int32 bias add, float32 multiply, `QuantizeLinear` with scale 1), and each residual
 //!   sum's quantization too (a multiplication by the reciprocal scale, then scale 1), which
 //!   tract and onnxruntime compute to the same bits.
+//! - [`Form::ConvIntegerFloatSums`]: the same, but each residual block's projection is not
+//!   requantized: the sum is its block's one rounding (below).
 //! - [`Form::QLinearConv`]: every convolution is one `QLinearConv` (uint8 in, int8 weights, int32
 //!   bias, uint8 out); the two runtimes round its requantization differently near half steps.
 //! - [`Form::Qdq`]: `DequantizeLinear -> Conv -> QuantizeLinear` around float convolutions
@@ -14,10 +16,9 @@
 //! In the integer forms ReLU6 is the output range `[0, min(6, calibrated max)]`, so the uint8
 //! saturation is the activation. A residual sum is a float `Add` and its quantization
 //! (`QLinearAdd` is an onnxruntime contrib op that tract does not run) of the block's input
-//! (`DequantizeLinear`) and its projection's output: in `ConvInteger` and QDQ that output is
-//! never quantized (the requantization's float product, scaled to real units, or the float
-//! `Conv`), so the sum is rounded once, as an int8 kernel that fuses the add would; a
-//! `QLinearConv` has a uint8 output, which is dequantized for the sum. The last
+//! (`DequantizeLinear`) and its projection's output, dequantized too, or with
+//! `ConvIntegerFloatSums` never quantized (the requantization's float product, scaled to real
+//! units). The last
 //! backbone tensor is dequantized for the pooling, and the head's dense layers keep float
 //! activations with int8 weights (`DequantizeLinear -> Gemm`): the head is <0.2 % of the work
 //! but half a megabyte of weights.
@@ -61,14 +62,17 @@ pub enum Form {
     /// tract 0.23 the exact one, and they part where the two lie on either side of a half step.
     #[value(name = "convinteger")]
     ConvInteger,
+    /// As `convinteger`, but a residual block's projection is not requantized: its float
+    /// product, in real units, goes into the residual sum, so the sum is the block's one
+    /// rounding, as an int8 kernel that fuses the add would round it.
+    #[value(name = "convinteger-float-sums")]
+    ConvIntegerFloatSums,
 }
 
 impl Form {
-    /// Whether a residual block's projection keeps its output in float for the sum, so that the
-    /// sum is the block's one quantization (see the module doc): a `QLinearConv` can only write
-    /// its output in uint8.
+    /// Whether a residual block's projection keeps its output in float for the sum.
     pub fn sums_projections_in_float(self) -> bool {
-        self != Form::QLinearConv
+        self == Form::ConvIntegerFloatSums
     }
 }
 
@@ -781,7 +785,7 @@ impl Emit for Int8Emit<'_> {
                 self.source.insert(y.clone(), unit_key(u));
                 Ok(y)
             }
-            Form::ConvInteger => {
+            Form::ConvInteger | Form::ConvIntegerFloatSums => {
                 let xz = self.zero_point_init(g, x)?;
                 let wn = g.init_raw(
                     &format!("{}.wq", u.conv),
@@ -868,7 +872,7 @@ impl Emit for Int8Emit<'_> {
         let bf = self.real(g, b)?;
         let sum = g.node("Add", &[&af, &bf], vec![], "residual");
         let p = QParams::for_range(lo, hi);
-        let y = if self.form == Form::ConvInteger {
+        let y = if matches!(self.form, Form::ConvInteger | Form::ConvIntegerFloatSums) {
             // `QuantizeLinear` divides by its scale in onnxruntime and multiplies by the
             // reciprocal in tract, and onnxruntime fuses `DequantizeLinear -> Add ->
             // QuantizeLinear` into its `QLinearAdd`, which rounds differently again: one
@@ -930,6 +934,7 @@ pub fn int8_model(
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",
         Form::Qdq => "MobileNetV2 + seed head, static int8 (QDQ, per-channel weights, uint8 activations)",
         Form::ConvInteger => "MobileNetV2 + seed head, static int8 (ConvInteger + float32 requantization, per-channel weights, uint8 activations)",
+        Form::ConvIntegerFloatSums => "MobileNetV2 + seed head, static int8 (ConvInteger + float32 requantization, per-channel weights, uint8 activations, residual projections summed in float)",
     };
     Ok(model(arch, g, out, metadata, doc))
 }
