@@ -856,9 +856,6 @@ impl Emit for Int8Emit<'_> {
                     "dq_b",
                 );
                 let yf = g.node("Conv", &[&xf, &wf, &bf], Graph::conv_attrs(u), "conv");
-                if float_out {
-                    return Ok(yf);
-                }
                 let y = self.quantize(g, &yf, yq, "q")?;
                 self.source.insert(y.clone(), unit_key(u));
                 Ok(y)

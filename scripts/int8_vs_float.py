@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Int8 files against their float file on every photo of a prepared cache split, in onnxruntime
+(the same bits as tract on the `convinteger` forms): TTA probability difference (max; p99 by
+nearest rank, as the export reports it, so the max itself below 100 photos; root mean square), per-view logit difference (mean: a shift; std: the noise), and the decisions that
+differ at the contract's default threshold, with how many of them turn a referral into none.
+
+    .venv-ref/bin/python scripts/int8_vs_float.py models/drscreen-default.onnx \
+        models/drscreen-default-int8.onnx [more int8 files] --cache out/cache/srahim224 --split test
+
+The views are the float file's contract TTA views; each file's outputs are kept beside it in
+`--keep DIR` (default: none) so that a rerun only runs new files.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from check_models import views  # noqa: E402
+
+
+def contract(path):
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    if "drscreen.contract" not in meta:
+        raise SystemExit(f"{path}: no drscreen contract in its metadata")
+    return json.loads(meta["drscreen.contract"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("float_model")
+    ap.add_argument("int8_models", nargs="+")
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep")
+    a = ap.parse_args()
+
+    c = contract(a.float_model)
+    t = c["thresholds"][c["thresholds"]["default"]]
+    cache = pathlib.Path(a.cache)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    if a.split not in manifest["splits"]:
+        raise SystemExit(f"{cache}: no {a.split} split (it has {', '.join(manifest['splits'])})")
+    split = manifest["splits"][a.split]
+    size = manifest["spec"]["size"]
+    if size != c["input"]["width"]:
+        raise SystemExit(f"{cache} holds {size} px photos, {a.float_model} reads {c['input']['width']} px")
+    raw = np.fromfile(cache / split["file"], dtype=np.uint8)
+    n = split["count"]
+    if raw.size != n * size * size * 3:
+        raise SystemExit(f"{cache}: {split['file']} holds {raw.size} bytes, not {n} photos")
+    photos = raw.reshape(n, size, size, 3)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = a.threads
+
+    def run(path):
+        kept = pathlib.Path(a.keep) / f"{pathlib.Path(path).name}.{a.split}.npy" if a.keep else None
+        if kept and kept.exists():
+            return np.load(kept)
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        out = np.array([sess.run(None, {"input": views(p, c["tta"])})[0].ravel() for p in photos])
+        if kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            np.save(kept, out)
+        return out
+
+    def logit(p):
+        p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
+
+    f = run(a.float_model)
+    fp = f.mean(axis=1)
+    print(f"{n} photos of {cache} ({a.split}), threshold {t:.4f}, onnxruntime {ort.__version__}")
+    print("int8 file | max | p99 | rms | logit shift | logit std | agreement | flips (to no referral)")
+    for path in a.int8_models:
+        i = run(path)
+        ip = i.mean(axis=1)
+        d = np.abs(ip - fp)
+        dl = logit(i) - logit(f)
+        flips = (fp >= t) != (ip >= t)
+        down = int(np.sum(flips & (fp >= t)))
+        p99 = np.percentile(d, 99, method="inverted_cdf")
+        print(f"{pathlib.Path(path).name} | {d.max():.4f} | {p99:.4f} | "
+              f"{np.sqrt(np.mean(d ** 2)):.4f} | {dl.mean():+.4f} | {dl.std():.4f} | "
+              f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({down})")
+
+
+if __name__ == "__main__":
+    main()
