@@ -122,7 +122,7 @@ pub fn equalize(
         "--equalize-headroom must be at least 1 (got {headroom})"
     );
     let mut out = w.clone();
-    let mut folded = std::collections::HashMap::new();
+    let mut folded = Folded::new();
     for block in &arch.blocks {
         for u in &block.units {
             folded.insert(unit_key(u), fold_conv(w, u)?);
@@ -147,11 +147,7 @@ pub fn equalize(
         let target = top / headroom;
         let (wb, _) = &folded[&unit_key(b)];
         let per_b = wb.len() / b.cout;
-        // Row scales of B (1x1): max |w| over each output row.
-        let row_max: Vec<f32> = wb
-            .chunks(per_b)
-            .map(|r| r.iter().fold(0f32, |m, &x| m.max(x.abs())))
-            .collect();
+        let row_max = row_max(wb, per_b);
         let k: Vec<f32> = (0..a.cout)
             .map(|c| {
                 let m = maxs[c].max(0.0);
@@ -166,28 +162,8 @@ pub fn equalize(
             .collect();
         channels += a.cout;
         scales_used.extend(k.iter().copied().filter(|&s| s > 1.0));
-        let (wa, ba) = folded.get_mut(&unit_key(a)).expect("every unit is folded");
-        let per_a = wa.len() / a.cout;
-        for c in 0..a.cout {
-            wa[c * per_a..(c + 1) * per_a]
-                .iter_mut()
-                .for_each(|x| *x *= k[c]);
-            ba[c] *= k[c];
-        }
-        let (wb, _) = folded.get_mut(&unit_key(b)).expect("every unit is folded");
-        if b.groups > 1 {
-            for c in 0..b.cout {
-                wb[c * per_b..(c + 1) * per_b]
-                    .iter_mut()
-                    .for_each(|x| *x /= k[c]);
-            }
-        } else {
-            for o in 0..b.cout {
-                for c in 0..a.cout {
-                    wb[o * per_b + c] /= k[c];
-                }
-            }
-        }
+        scale_outputs(&mut folded, a, &k);
+        scale_inputs_down(&mut folded, b, &k);
     }
     let streams = if which == Equalization::Streams {
         streams(arch)
@@ -199,18 +175,10 @@ pub fn equalize(
         channels += k.len();
         scales_used.extend(k.iter().copied().filter(|&s| s > 1.0));
         for u in &st.writers {
-            let (wa, ba) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
-            let per = wa.len() / u.cout;
-            for (c, &kc) in k.iter().enumerate() {
-                wa[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= kc);
-                ba[c] *= kc;
-            }
+            scale_outputs(&mut folded, u, &k);
         }
         for u in &st.readers {
-            let (wb, _) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
-            for row in wb.chunks_mut(u.cin) {
-                row.iter_mut().zip(&k).for_each(|(x, &kc)| *x /= kc);
-            }
+            scale_inputs_down(&mut folded, u, &k);
         }
     }
     for block in &arch.blocks {
@@ -236,6 +204,41 @@ pub fn equalize(
             headroom,
         },
     ))
+}
+
+/// Every unit's folded (weights OIHW, bias), by [`unit_key`].
+type Folded = std::collections::HashMap<String, (Vec<f32>, Vec<f32>)>;
+
+/// Output channel `c` of `u` (its weights' row and its bias) times `k[c]`.
+fn scale_outputs(folded: &mut Folded, u: &ConvUnit, k: &[f32]) {
+    let (w, b) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
+    let per = w.len() / u.cout;
+    for (c, &kc) in k.iter().enumerate() {
+        w[c * per..(c + 1) * per].iter_mut().for_each(|x| *x *= kc);
+        b[c] *= kc;
+    }
+}
+
+/// Input channel `c` of `u` over `k[c]`: a depthwise unit's row `c`, a 1x1 unit's column `c`.
+fn scale_inputs_down(folded: &mut Folded, u: &ConvUnit, k: &[f32]) {
+    let (w, _) = folded.get_mut(&unit_key(u)).expect("every unit is folded");
+    let per = w.len() / u.cout;
+    if u.groups > 1 {
+        for (row, &kc) in w.chunks_mut(per).zip(k) {
+            row.iter_mut().for_each(|x| *x /= kc);
+        }
+    } else {
+        for row in w.chunks_mut(per) {
+            row.iter_mut().zip(k).for_each(|(x, &kc)| *x /= kc);
+        }
+    }
+}
+
+/// Largest |w| of each output row (`per` weights a row): the row's int8 step times 127.
+fn row_max(w: &[f32], per: usize) -> Vec<f32> {
+    w.chunks(per)
+        .map(|r| r.iter().fold(0f32, |m, &x| m.max(x.abs())))
+        .collect()
 }
 
 /// Over the rows `o` of a 1x1 convolution's weights `w` (`per` inputs a row), for input column
@@ -317,11 +320,7 @@ fn streams(arch: &Arch) -> Vec<Stream<'_>> {
 /// rounding's error scales with the channel's typical value, so its magnitude here is its root
 /// mean square on the calibration photos (its largest, as for a ReLU6 pair, would overstate the
 /// cost some tenfold: these tensors' largest values are 6-12 standard deviations out).
-fn stream_scales(
-    st: &Stream,
-    cal: &Calibrated,
-    folded: &std::collections::HashMap<String, (Vec<f32>, Vec<f32>)>,
-) -> Result<Vec<f32>> {
+fn stream_scales(st: &Stream, cal: &Calibrated, folded: &Folded) -> Result<Vec<f32>> {
     let width = st.writers[0].cout;
     // room[c]: how far channel c may grow in every tensor; step: the widest tensor's.
     let mut room = vec![MAX_SCALE; width];
@@ -359,10 +358,7 @@ fn stream_scales(
     let mut ss = vec![0f64; width];
     for r in &st.readers {
         let (w, _) = &folded[&unit_key(r)];
-        let row_max: Vec<f32> = w
-            .chunks(r.cin)
-            .map(|row| row.iter().fold(0f32, |m, &x| m.max(x.abs())))
-            .collect();
+        let row_max = row_max(w, r.cin);
         for c in 0..width {
             let (a, b) = column_weight(w, r.cin, &row_max, c);
             ww[c] += a;
