@@ -101,7 +101,7 @@ fn main() -> Result<()> {
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
     let method = enum_arg(&args, "--calibration", Calibration::MinMax)?;
     let mut cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;
-    // `--equalize H [--equalization depthwise|pairs|all]`: cross-layer equalization with
+    // `--equalize H [--equalization depthwise|all|streams]`: cross-layer equalization with
     // headroom H before the simulation (then calibrated again on the equalized weights).
     let mut w = w;
     if args.iter().any(|a| a == "--equalize") {
