@@ -220,10 +220,6 @@ pub fn calibrate(
     ];
     each(&mut |i, v, channels| {
         let st = &mut stats[i];
-        for &x in v {
-            st.lo = st.lo.min(x);
-            st.hi = st.hi.max(x);
-        }
         // NCHW: the plane of channel c of view n starts at (n * C + c) * HW.
         st.sums.resize(channels, 0.0);
         st.squares.resize(channels, 0.0);
@@ -231,12 +227,22 @@ pub fn calibrate(
         st.mins.resize(channels, f32::INFINITY);
         let plane = v.len() / (channels * views.len());
         for (k, chunk) in v.chunks(plane).enumerate() {
-            st.sums[k % channels] += chunk.iter().map(|&x| x as f64).sum::<f64>();
-            st.squares[k % channels] += chunk.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
-            let m = &mut st.maxs[k % channels];
-            *m = chunk.iter().fold(*m, |a, &x| a.max(x));
-            let m = &mut st.mins[k % channels];
-            *m = chunk.iter().fold(*m, |a, &x| a.min(x));
+            // One pass over the plane for all four of its channel's statistics.
+            let c = k % channels;
+            let (mut sum, mut squares) = (0f64, 0f64);
+            let (mut lo, mut hi) = (st.mins[c], st.maxs[c]);
+            for &x in chunk {
+                let x64 = x as f64;
+                sum += x64;
+                squares += x64 * x64;
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+            st.sums[c] += sum;
+            st.squares[c] += squares;
+            (st.mins[c], st.maxs[c]) = (lo, hi);
+            st.lo = st.lo.min(lo);
+            st.hi = st.hi.max(hi);
         }
         st.per_channel += (plane * views.len()) as u64;
     })?;
