@@ -1,6 +1,7 @@
 //! Where the int8 error comes from: the fake-int8 simulation (the one `export --quantize`
 //! checks against the int8 file in tract) on the validation split, with one part at a time left in
-//! float: one block's weights, one block's activations, the head's weights.
+//! float: one block's weights, one block's activations, the head's weights, every depthwise or
+//! every dense convolution's weights, all weights, all activations.
 //!
 //! `source scripts/torch-env.sh; cargo run --release -p host-trainer --example quant_sensitivity -- RUN
 //! [--calib 100] [--threshold T (default: the run's eval-val target-sensitivity one)] [--top 15] [--empirical] [--calibration min-max|percentile|entropy] [--only-base] [--only "features.1 weights,head weights"]`
@@ -229,6 +230,24 @@ fn main() -> Result<()> {
             ..Default::default()
         },
     ));
+    // Every depthwise (grouped) convolution's weights, or every other backbone convolution's.
+    let by_kind = |depthwise: bool| -> HashSet<String> {
+        arch.blocks
+            .iter()
+            .flat_map(|b| &b.units)
+            .filter(|u| (u.groups > 1) == depthwise)
+            .map(unit_key)
+            .collect()
+    };
+    for (name, depthwise) in [("depthwise weights", true), ("dense weights", false)] {
+        candidates.push((
+            name.into(),
+            FloatParts {
+                weights: by_kind(depthwise),
+                ..Default::default()
+            },
+        ));
+    }
     // `--only "A,B"`: just these candidates (by the names printed).
     if let Some(only) = args.iter().position(|a| a == "--only") {
         let names: Vec<&str> = args

@@ -66,7 +66,8 @@ pub struct Args {
     #[arg(long, requires = "quantize")]
     pub qat_no_augment: bool,
     /// Keep float weights (between uint8 activations) for this convolution or block, e.g.
-    /// `features.1` (with --quantize; repeat for more). `quant_sensitivity` says which matter.
+    /// `features.1`, or `depthwise` for every depthwise convolution (with --quantize; repeat for
+    /// more). `quant_sensitivity` says which matter.
     #[arg(long, requires = "quantize")]
     pub float_weights: Vec<String>,
     /// Cross-layer equalization before calibration (with --quantize): scales small output
@@ -82,8 +83,9 @@ pub struct Args {
     /// How the convolutions' int8 weights are rounded (with --quantize): gptq rounds each output
     /// row against the calibration photos' inputs so that the convolution's output error is
     /// smallest; gptq-compensated first fits the weights to the float network's outputs from
-    /// the int8 model's inputs (both need --bias-correction empirical); nearest rounds each
-    /// weight on its own.
+    /// the int8 model's inputs; gptq-compensated-search also tries steps down to half of
+    /// max |w| / 127 per row and keeps the one with the least output error (all three need
+    /// --bias-correction empirical); nearest rounds each weight on its own.
     #[arg(long, value_enum, default_value_t = WeightRounding::GptqCompensated, requires = "quantize")]
     pub weight_rounding: WeightRounding,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.

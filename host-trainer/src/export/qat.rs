@@ -439,7 +439,7 @@ pub fn empirical_bias_correction(
                 let (wf, bf) = (u.w.shallow_clone(), u.b.detach().copy());
                 if rounding != WeightRounding::Nearest && u.quant_w {
                     // Rounded against this unit's quantized inputs, upstream error included.
-                    let compensated = rounding == WeightRounding::GptqCompensated;
+                    let compensated = rounding.compensated();
                     let mut stats = InputStats::default();
                     for (f, q) in &xs {
                         stats.add(&u.spec, q, compensated.then_some(f));
@@ -447,7 +447,7 @@ pub fn empirical_bias_correction(
                     // Rows whose step the int32 bias's range sets are left to the exporter.
                     let (step, floor) = step_and_floor(&wf, &bf, x_scale);
                     let keep = (floor * 4.0).ge_tensor(&step);
-                    u.w = gptq_weights(&u.spec, &wf, &stats, &keep)?;
+                    u.w = gptq_weights(&u.spec, &wf, &stats, &keep, rounding.shrinks())?;
                 }
                 // The mean shift of the pre-activation, over every image.
                 let wq = u.weights_at(&bf, x_scale);
@@ -668,15 +668,12 @@ mod tests {
     use tract_onnx::pb::ModelProto;
     use tract_onnx::prelude::*;
 
-    /// torch's generator is global: tests that seed it and build a network take turns.
-    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     /// A 32 px test network, its random photos and their TTA views; with `amplify`, its output
     /// unit is scaled: a freshly initialised head barely depends on its input, so the output is
     /// scaled until the logits spread around 0 and the probabilities show the backbone's error.
     fn test_net(seed: i64, amplify: bool) -> (nn::VarStore, Net, Vec<Vec<u8>>, Tensor) {
         let size = 32;
-        let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = crate::TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = Net::new(&vs.root(), Arch::mobilenet_v2(1.0, size), 0);
@@ -713,6 +710,59 @@ mod tests {
         let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
         let cal = calibrate(&net.arch, &w, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
         (w, cal)
+    }
+
+    /// The calibration's statistics hold together, and the last backbone tensor's channel means
+    /// are tch's: its pooled features averaged over the photos' views (every plane is the same
+    /// size, so the mean of the pooled means is the mean over every value).
+    #[test]
+    fn calibration_statistics_agree_with_each_other_and_with_tch() {
+        let (vs, net, photos, xs) = test_net(5, false);
+        let (_, cal) = calibrated(&vs, &net, &photos);
+        for (key, &(lo, hi)) in &cal.ranges {
+            let (mins, maxs) = (&cal.channel_min[key], &cal.channel_max[key]);
+            let (means, squares) = (&cal.means[key], &cal.channel_mean_square[key]);
+            assert!(
+                mins.len() == maxs.len()
+                    && means.len() == maxs.len()
+                    && squares.len() == maxs.len()
+            );
+            // Min/max calibration: the tensor's range is the widest channel's.
+            assert_eq!(
+                lo,
+                mins.iter().copied().fold(f32::INFINITY, f32::min),
+                "{key}"
+            );
+            assert_eq!(
+                hi,
+                maxs.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                "{key}"
+            );
+            for c in 0..maxs.len() {
+                let (m, q) = (means[c], squares[c]);
+                let tol = 1e-5 * (1.0 + q);
+                assert!(
+                    mins[c] <= m + tol && m <= maxs[c] + tol,
+                    "{key}[{c}] mean {m}"
+                );
+                let top = mins[c].abs().max(maxs[c].abs());
+                assert!(
+                    m * m <= q + tol && q <= top * top + tol,
+                    "{key}[{c}] square {q}"
+                );
+            }
+        }
+        let last = net.arch.units().last().unwrap();
+        let want = tch::no_grad(|| net.features(&xs, false).mean_dim(0, false, Kind::Float));
+        let want: Vec<f32> = Vec::try_from(&want).unwrap();
+        let got = &cal.means[&unit_key(last)];
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "calibration means vs tch: {worst}");
     }
 
     /// tract's plan for batches of the seed's TTA views of a written model.
@@ -968,7 +1018,11 @@ mod tests {
         let (vs, net, photos, xs) = test_net(3, true);
         let (w, cal) = calibrated(&vs, &net, &photos);
         let none = FloatParts::default();
-        for rounding in [WeightRounding::Gptq, WeightRounding::GptqCompensated] {
+        for rounding in [
+            WeightRounding::Gptq,
+            WeightRounding::GptqCompensated,
+            WeightRounding::GptqCompensatedSearch,
+        ] {
             let (corrected, _) =
                 empirical_bias_correction(&net.arch, &w, &cal, &xs, &none, rounding).unwrap();
             // The weights moved (not the nearest rounding's), and the file is the simulation.

@@ -202,8 +202,8 @@ pub struct QuantOptions {
     /// Fine-tune the fake-int8 backbone against the float network before writing (see
     /// [`super::qat`]); `None`: post-training quantization with bias correction.
     pub qat: Option<QatOptions>,
-    /// Convolutions (by name) or whole blocks (`features.1`) that keep float weights between
-    /// their uint8 activations.
+    /// Convolutions (by name), whole blocks (`features.1`) or `depthwise` (every depthwise
+    /// convolution) that keep float weights between their uint8 activations.
     pub float_weights: Vec<String>,
     /// Cross-layer equalization before calibration (see [`super::equalize`]) and its headroom.
     pub equalization: Equalization,
@@ -432,22 +432,23 @@ fn run_plan(plan: &Plan, batch: &[f32], size: usize) -> Result<Vec<f32>> {
     Ok(probs)
 }
 
-/// The convolutions named by `--float-weights`: a convolution's name, or a block's name for all
-/// of its convolutions.
+/// The convolutions named by `--float-weights`: a convolution's name, a block's name for all of
+/// its convolutions, or `depthwise` for every depthwise (grouped) convolution.
 fn float_weight_units(arch: &Arch, names: &[String]) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
     for name in names {
         let before = out.len();
         for b in &arch.blocks {
             for u in &b.units {
-                if &b.name == name || &unit_key(u) == name {
+                let depthwise = name == "depthwise" && u.groups > 1;
+                if depthwise || &b.name == name || &unit_key(u) == name {
                     out.insert(unit_key(u));
                 }
             }
         }
         ensure!(
             out.len() > before,
-            "--float-weights {name}: no such block or convolution (blocks are {})",
+            "--float-weights {name}: no such block or convolution (`depthwise`, or blocks {})",
             arch.blocks
                 .iter()
                 .map(|b| b.name.as_str())
@@ -706,4 +707,28 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
 /// `models/NAME.onnx` -> `models/NAME.golden.json`.
 pub fn golden_path(model: &Path) -> PathBuf {
     model.with_extension("golden.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_weights_name_units_blocks_or_every_depthwise_convolution() {
+        let arch = Arch::mobilenet_v2(1.0, 96);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dw = float_weight_units(&arch, &names(&["depthwise"])).unwrap();
+        // MobileNetV2: one 3x3 depthwise convolution in each of the 17 inverted-residual blocks.
+        assert_eq!(dw.len(), 17);
+        assert!(arch
+            .units()
+            .all(|u| dw.contains(&unit_key(u)) == (u.groups > 1)));
+        let block = float_weight_units(&arch, &names(&["features.1"])).unwrap();
+        assert_eq!(
+            block,
+            HashSet::from(["features.1.conv.0.0".into(), "features.1.conv.1".into()])
+        );
+        let err = float_weight_units(&arch, &names(&["features.99"])).unwrap_err();
+        assert!(err.to_string().contains("features.99"), "{err}");
+    }
 }
