@@ -31,6 +31,8 @@ enum Command {
     Evaluate(cli::evaluate::Args),
     /// Write the model as ONNX with its contract, checked in tract, and its golden outputs.
     Export(cli::export::Args),
+    /// Turn a float model written by `export` back into a run folder (to re-export it, e.g. as int8).
+    Import(cli::import::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cli::train::run(a),
         Command::Evaluate(a) => cli::evaluate::run(a),
         Command::Export(a) => cli::export::run(a),
+        Command::Import(a) => cli::import::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

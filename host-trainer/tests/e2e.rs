@@ -220,3 +220,106 @@ fn a_cache_from_another_preprocessing_is_refused_by_evaluate() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("preprocessed as"), "{err:#}");
 }
+
+#[test]
+fn an_exported_float_model_imports_into_a_run_that_exports_the_same_weights() {
+    use host_trainer::export::import::import;
+    use host_trainer::export::run::{export, ExportOptions};
+    use prost::Message;
+    use tract_onnx::pb::ModelProto;
+
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 40,
+            seed: 9,
+            size: 128,
+        },
+    )
+    .unwrap();
+    let labels = synth.join("trainLabels.csv");
+    let c32 = dir.path().join("c32");
+    let c48 = dir.path().join("c48");
+    prep(&labels, &c32, 32, 0.3, 0.0);
+    prep(&labels, &c48, 48, 0.3, 0.0);
+    let run = dir.path().join("run");
+    let mut cfg = quick_config(&c32, &run, 1);
+    cfg.optim.max_batches_per_epoch = 2;
+    train(&cfg, false, false).unwrap();
+    let eval_opts = |run: &Path| EvalOptions {
+        run: run.to_path_buf(),
+        cache: c32.clone(),
+        split: Split::Val,
+        checkpoint: None,
+        thresholds_from: None,
+        target_sensitivity: 0.9,
+        n_boot: 10,
+        out: run.join("eval"),
+        no_tta: false,
+    };
+    let m0 = evaluate(&eval_opts(&run)).unwrap();
+    let photo = synth.join("train").join("1_left.jpeg");
+    let float_export = |run: &Path, out: &Path| {
+        export(&ExportOptions {
+            run: run.to_path_buf(),
+            checkpoint: None,
+            out: out.to_path_buf(),
+            val_metrics: run.join("eval").join("metrics.json"),
+            external_metrics: None,
+            golden: vec![("synthetic".into(), photo.clone())],
+            quantize: None,
+            npy_samples: 0,
+        })
+        .unwrap()
+    };
+    let model = dir.path().join("m.onnx");
+    float_export(&run, &model);
+
+    let back = dir.path().join("back");
+    let mut icfg = quick_config(&c32, &back, 1);
+    let r = import(&model, &icfg).unwrap();
+    assert!(r.initializers > 100, "{}", r.initializers);
+    // The imported run evaluates as the trained one did and exports the same weights.
+    let m1 = evaluate(&eval_opts(&back)).unwrap();
+    assert!((m0.auc - m1.auc).abs() < 1e-9, "{} vs {}", m0.auc, m1.auc);
+    let again = dir.path().join("again.onnx");
+    float_export(&back, &again);
+    let graph = |p: &Path| {
+        ModelProto::decode(&std::fs::read(p).unwrap()[..])
+            .unwrap()
+            .graph
+            .unwrap()
+    };
+    assert_eq!(graph(&model).initializer, graph(&again).initializer);
+
+    // Into a folder that already holds a run: refused, the run left as it was.
+    let before = std::fs::read(back.join("best.safetensors")).unwrap();
+    let e = format!("{:#}", import(&model, &icfg).unwrap_err());
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read(back.join("best.safetensors")).unwrap(),
+        before
+    );
+    // A cache of another input size, a missing file, bytes that are not ONNX: refused by name,
+    // nothing written.
+    icfg.out = dir.path().join("other");
+    icfg.cache = c48;
+    let e = format!("{:#}", import(&model, &icfg).unwrap_err());
+    assert!(e.contains("preprocessed as"), "{e}");
+    icfg.cache = c32.clone();
+    let e = format!(
+        "{:#}",
+        import(&dir.path().join("nope.onnx"), &icfg).unwrap_err()
+    );
+    assert!(e.contains("nope.onnx"), "{e}");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"this is not a protobuf \xff\xff\xff").unwrap();
+    let e = format!("{:#}", import(&junk, &icfg).unwrap_err());
+    assert!(
+        e.contains("not an ONNX file") || e.contains("no drscreen contract"),
+        "{e}"
+    );
+    assert!(!icfg.out.exists());
+}
