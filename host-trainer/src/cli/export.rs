@@ -88,6 +88,11 @@ pub struct Args {
     /// --bias-correction empirical); nearest rounds each weight on its own.
     #[arg(long, value_enum, default_value_t = WeightRounding::GptqCompensated, requires = "quantize")]
     pub weight_rounding: WeightRounding,
+    /// Give every second calibration photo a camera-like colour change (per-channel gains
+    /// 0.85-1.15, gamma 0.8-1.25), so that the int8 model is fitted on inputs that vary as other
+    /// cameras' do (with --quantize).
+    #[arg(long, requires = "quantize")]
+    pub calib_jitter: bool,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
     #[arg(long, default_value_t = 16)]
     pub npy_samples: usize,
@@ -182,6 +187,7 @@ pub fn run(a: &Args) -> Result<()> {
             equalization: a.equalization,
             equalize_headroom: a.equalize_headroom,
             weight_rounding: a.weight_rounding,
+            calib_jitter: a.calib_jitter,
         }),
         npy_samples: a.npy_samples,
     })?;

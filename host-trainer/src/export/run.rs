@@ -94,6 +94,9 @@ pub struct QuantReport {
     /// How the convolutions' weights were rounded (files before GPTQ: nearest).
     #[serde(default = "nearest")]
     pub weight_rounding: WeightRounding,
+    /// Whether every second calibration photo had a camera-like colour change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calibration_jitter: bool,
 }
 
 fn nearest() -> WeightRounding {
@@ -210,6 +213,36 @@ pub struct QuantOptions {
     pub equalize_headroom: f32,
     /// How the convolutions' int8 weights are rounded (GPTQ needs the empirical correction).
     pub weight_rounding: WeightRounding,
+    /// Every second calibration photo goes in with a camera-like colour change
+    /// ([`camera_jitter`]), so that ranges, roundings and biases are fitted on inputs that vary
+    /// as other cameras' do.
+    pub calib_jitter: bool,
+}
+
+/// Per-channel gain range and gamma range of [`camera_jitter`].
+pub const JITTER_GAIN: (f32, f32) = (0.85, 1.15);
+pub const JITTER_GAMMA: (f32, f32) = (0.8, 1.25);
+
+/// A calibration photo (RGB8, interleaved) as another camera might give it: each channel scaled
+/// by its own gain and the whole photo raised to one gamma, both drawn from `seed`, then rounded
+/// and clipped to 0..=255.
+pub fn camera_jitter(photo: &[u8], seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let gains: [f32; 3] = std::array::from_fn(|_| rng.gen_range(JITTER_GAIN.0..=JITTER_GAIN.1));
+    let gamma: f32 = rng.gen_range(JITTER_GAMMA.0..=JITTER_GAMMA.1);
+    // One table per channel: 256 entries instead of a pow per value.
+    let lut: [[u8; 256]; 3] = std::array::from_fn(|c| {
+        std::array::from_fn(|v| {
+            let x = (v as f32 / 255.0).powf(gamma) * gains[c];
+            (x * 255.0).round().clamp(0.0, 255.0) as u8
+        })
+    });
+    photo
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| lut[i % 3][v as usize])
+        .collect()
 }
 
 /// Options of `export`.
@@ -483,7 +516,23 @@ fn quantize(
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), q.calib)?;
-    let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
+    let jittered: Vec<Vec<u8>> = if q.calib_jitter {
+        idx.iter()
+            .enumerate()
+            .filter(|(k, _)| k % 2 == 1)
+            .map(|(k, &i)| camera_jitter(train.image(i), k as u64))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let photos: Vec<&[u8]> = idx
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| match (q.calib_jitter, k % 2) {
+            (true, 1) => jittered[k / 2].as_slice(),
+            _ => train.image(i),
+        })
+        .collect();
     let t0 = std::time::Instant::now();
     let mut cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     // The equalized weights compute what `w` does; their ranges are calibrated again.
@@ -585,6 +634,7 @@ fn quantize(
             },
             equalization,
             weight_rounding: q.weight_rounding,
+            calibration_jitter: q.calib_jitter,
         },
         plan,
     ))
@@ -712,6 +762,38 @@ pub fn golden_path(model: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn camera_jitter_is_seeded_and_moves_each_channel_within_its_bounds() {
+        // A grey ramp: every value in every channel.
+        let photo: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+        assert_eq!(camera_jitter(&photo, 7), camera_jitter(&photo, 7));
+        assert_ne!(camera_jitter(&photo, 7), camera_jitter(&photo, 8));
+        let j = camera_jitter(&photo, 7);
+        assert_eq!(j.len(), photo.len());
+        // Black stays black; each channel is monotone and within the extreme gain/gamma maps.
+        assert_eq!(&j[..3], &[0, 0, 0]);
+        let mut moved = [false; 3];
+        for (c, moved_c) in moved.iter_mut().enumerate() {
+            let ch: Vec<u8> = j.iter().skip(c).step_by(3).copied().collect();
+            assert!(
+                ch.windows(2).all(|w| w[0] <= w[1]),
+                "channel {c} not monotone"
+            );
+            for (v, &y) in ch.iter().enumerate() {
+                let x = v as f32 / 255.0;
+                let lo = (x.powf(JITTER_GAMMA.1) * JITTER_GAIN.0 * 255.0).floor();
+                let hi = (x.powf(JITTER_GAMMA.0) * JITTER_GAIN.1 * 255.0)
+                    .ceil()
+                    .min(255.0);
+                assert!((lo..=hi).contains(&(y as f32)), "channel {c}: {v} -> {y}");
+                *moved_c |= y as usize != v;
+            }
+        }
+        assert_eq!(moved, [true; 3]);
+        // The channels get different gains.
+        assert!(j[3 * 128] != j[3 * 128 + 1] || j[3 * 128 + 1] != j[3 * 128 + 2]);
+    }
 
     #[test]
     fn float_weights_name_units_blocks_or_every_depthwise_convolution() {
