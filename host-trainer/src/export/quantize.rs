@@ -150,15 +150,13 @@ fn calibration_model(arch: &Arch, w: &Weights) -> Result<(Vec<u8>, Vec<String>)>
 /// Per-tensor statistics of one pass.
 #[derive(Debug, Clone)]
 struct Stats {
-    lo: f32,
-    hi: f32,
     /// Histogram of |x| over `[0, max(|lo|, |hi|)]` (second pass only).
     hist: Vec<u64>,
     /// Per-channel sums and sums of squares, and the count of values per channel.
     sums: Vec<f64>,
     squares: Vec<f64>,
     per_channel: u64,
-    /// Per-channel largest value.
+    /// Per-channel largest and smallest values.
     maxs: Vec<f32>,
     mins: Vec<f32>,
 }
@@ -207,8 +205,6 @@ pub fn calibrate(
     };
     let mut stats = vec![
         Stats {
-            lo: f32::INFINITY,
-            hi: f32::NEG_INFINITY,
             hist: vec![0; BINS],
             sums: Vec::new(),
             squares: Vec::new(),
@@ -241,30 +237,37 @@ pub fn calibrate(
             st.sums[c] += sum;
             st.squares[c] += squares;
             (st.mins[c], st.maxs[c]) = (lo, hi);
-            st.lo = st.lo.min(lo);
-            st.hi = st.hi.max(hi);
         }
         st.per_channel += (plane * views.len()) as u64;
     })?;
-    for (k, st) in keys.iter().zip(&stats) {
+    // Each tensor's range: the widest of its channels'.
+    let ranges: Vec<(f32, f32)> = stats
+        .iter()
+        .map(|st| {
+            (
+                st.mins.iter().copied().fold(f32::INFINITY, f32::min),
+                st.maxs.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            )
+        })
+        .collect();
+    for (k, &(lo, hi)) in keys.iter().zip(&ranges) {
         ensure!(
-            st.lo.is_finite() && st.hi.is_finite(),
-            "calibration: {k} is not finite ({}..{})",
-            st.lo,
-            st.hi
+            lo.is_finite() && hi.is_finite(),
+            "calibration: {k} is not finite ({lo}..{hi})"
         );
     }
     if method != Calibration::MinMax {
         each(&mut |i, v, _| {
-            let st = &mut stats[i];
-            let amax = st.lo.abs().max(st.hi.abs());
+            let (lo, hi) = ranges[i];
+            let amax = lo.abs().max(hi.abs());
             if amax <= 0.0 {
                 return;
             }
             let k = BINS as f32 / amax;
+            let hist = &mut stats[i].hist;
             for &x in v {
                 let b = ((x.abs() * k) as usize).min(BINS - 1);
-                st.hist[b] += 1;
+                hist[b] += 1;
             }
         })?;
     }
@@ -284,18 +287,18 @@ pub fn calibrate(
     }
     cal.ranges = keys
         .into_iter()
-        .zip(stats)
-        .map(|(key, st)| {
-            let amax = st.lo.abs().max(st.hi.abs());
+        .zip(stats.iter().zip(ranges))
+        .map(|(key, (st, (lo, hi)))| {
+            let amax = lo.abs().max(hi.abs());
             let clip = match method {
                 Calibration::MinMax => amax,
                 Calibration::Percentile => percentile_clip(&st.hist, amax, PERCENTILE),
                 Calibration::Entropy => {
-                    let levels = if st.lo >= 0.0 { 255 } else { 128 };
+                    let levels = if lo >= 0.0 { 255 } else { 128 };
                     entropy_clip(&st.hist, amax, levels)
                 }
             };
-            (key, (st.lo.max(-clip), st.hi.min(clip)))
+            (key, (lo.max(-clip), hi.min(clip)))
         })
         .collect();
     Ok(cal)
