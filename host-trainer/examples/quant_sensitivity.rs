@@ -98,7 +98,7 @@ fn main() -> Result<()> {
     let arch = &loaded.info.arch;
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
-    let idx = calibration_indices(train.len(), calib)?;
+    let idx = calibration_indices(train.len(), calib, 0)?;
     let photos: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
     let method = enum_arg(&args, "--calibration", Calibration::MinMax)?;
     let mut cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;

@@ -353,6 +353,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     let int8 = dir.path().join("fresh-int8.onnx");
     let quant = QuantOptions {
         calib: 16,
+        calib_offset: 0,
         calibration: Calibration::MinMax,
         bias_correction: BiasCorrection::Empirical,
         form: Form::ConvInteger,

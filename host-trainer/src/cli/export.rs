@@ -34,6 +34,10 @@ pub struct Args {
     /// Training photos to calibrate on (with --quantize).
     #[arg(long, default_value_t = 100, requires = "quantize")]
     pub calib: usize,
+    /// Move each calibration photo's index on by this much (0, 1, 2, ...: other photos from the
+    /// same spread, to measure how much the int8 file depends on which photos calibrated it).
+    #[arg(long, default_value_t = 0, requires = "quantize")]
+    pub calib_offset: usize,
     /// How activation ranges are chosen (with --quantize).
     #[arg(long, value_enum, default_value_t = Calibration::MinMax, requires = "quantize")]
     pub calibration: Calibration,
@@ -172,6 +176,7 @@ pub fn run(a: &Args) -> Result<()> {
         golden,
         quantize: a.quantize.then_some(QuantOptions {
             calib: a.calib,
+            calib_offset: a.calib_offset,
             calibration: a.calibration,
             bias_correction: a.bias_correction,
             form: a.form,

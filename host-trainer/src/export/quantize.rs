@@ -945,8 +945,10 @@ pub fn int8_model(
     Ok(model(arch, g, out, metadata, doc))
 }
 
-/// Evenly spaced indices of `n` photos out of `len` (deterministic, covers the whole split).
-pub fn calibration_indices(len: usize, n: usize) -> Result<Vec<usize>> {
+/// Evenly spaced indices of `n` photos out of `len` (deterministic, covers the whole split),
+/// each moved on by `offset` (modulo `len`): offsets 0, 1, 2, ... give other photos from the
+/// same spread, to see how much an int8 file depends on which photos calibrated it.
+pub fn calibration_indices(len: usize, n: usize, offset: usize) -> Result<Vec<usize>> {
     if n == 0 || len == 0 {
         bail!("the calibration set is empty (--calib {n}, {len} training photos in the cache)");
     }
@@ -958,7 +960,8 @@ pub fn calibration_indices(len: usize, n: usize) -> Result<Vec<usize>> {
         len >= n,
         "the calibration set is too small: --calib {n}, but the cache holds {len} training photos"
     );
-    Ok((0..n).map(|i| i * len / n).collect())
+    // A rotation modulo `len` of distinct indices: still distinct.
+    Ok((0..n).map(|i| (i * len / n + offset) % len).collect())
 }
 
 #[cfg(test)]
@@ -1011,20 +1014,29 @@ mod tests {
 
     #[test]
     fn calibration_set_size_is_checked() {
-        assert!(calibration_indices(100, 0)
+        assert!(calibration_indices(100, 0, 0)
             .unwrap_err()
             .to_string()
             .contains("empty"));
-        assert!(calibration_indices(100, 4)
+        assert!(calibration_indices(100, 4, 0)
             .unwrap_err()
             .to_string()
             .contains("too small"));
-        assert!(calibration_indices(20, 64)
+        assert!(calibration_indices(20, 64, 0)
             .unwrap_err()
             .to_string()
             .contains("holds 20"));
-        let idx = calibration_indices(100, 20).unwrap();
+        let idx = calibration_indices(100, 20, 0).unwrap();
         assert_eq!(idx.len(), 20);
         assert_eq!(idx[19], 95);
+        // An offset moves every photo on, wrapping round, and keeps them distinct.
+        let moved = calibration_indices(100, 20, 7).unwrap();
+        assert_eq!((moved[0], moved[19]), (7, 2));
+        let mut sorted = calibration_indices(325, 100, 2).unwrap();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 100);
+        assert!(sorted.iter().all(|&i| i < 325));
+        assert_ne!(sorted, calibration_indices(325, 100, 0).unwrap());
     }
 }

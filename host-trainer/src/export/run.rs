@@ -97,6 +97,13 @@ pub struct QuantReport {
     /// Whether every second calibration photo had a camera-like colour change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibration_jitter: bool,
+    /// How far the calibration photos' indices were moved on ([`calibration_indices`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calibration_offset: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn nearest() -> WeightRounding {
@@ -197,6 +204,8 @@ pub struct Golden {
 pub struct QuantOptions {
     /// Training photos to calibrate on.
     pub calib: usize,
+    /// Moves each calibration photo's index on by this much ([`calibration_indices`]).
+    pub calib_offset: usize,
     pub calibration: Calibration,
     pub bias_correction: BiasCorrection,
     pub form: Form,
@@ -515,7 +524,7 @@ fn quantize(
     );
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
-    let idx = calibration_indices(train.len(), q.calib)?;
+    let idx = calibration_indices(train.len(), q.calib, q.calib_offset)?;
     let jittered: Vec<Vec<u8>> = if q.calib_jitter {
         idx.iter()
             .enumerate()
@@ -635,6 +644,7 @@ fn quantize(
             equalization,
             weight_rounding: q.weight_rounding,
             calibration_jitter: q.calib_jitter,
+            calibration_offset: q.calib_offset,
         },
         plan,
     ))
