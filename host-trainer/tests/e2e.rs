@@ -1,6 +1,6 @@
 //! prepare -> train -> evaluate through the library, on synthetic photos and on the real data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use host_trainer::data::cache::{prepare, Cache, CacheSpec, PrepareOptions};
 use host_trainer::data::labels::{read_labels, Positive};
@@ -44,6 +44,50 @@ fn quick_config(cache: &Path, out: &Path, epochs: usize) -> TrainConfig {
     c.optim.epochs = epochs;
     c.optim.batch_size = 16;
     c
+}
+
+/// 40 synthetic photos (`seed`) under `dir/synth`, a cache of them at each of `sizes`
+/// (`dir/cN`), and a run (`dir/run`) trained on the first for one epoch of two batches.
+fn quick_run(dir: &Path, seed: u64, sizes: &[usize]) -> (PathBuf, Vec<PathBuf>, PathBuf) {
+    let synth = dir.join("synth");
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 40,
+            seed,
+            size: 128,
+        },
+    )
+    .unwrap();
+    let labels = synth.join("trainLabels.csv");
+    let caches: Vec<PathBuf> = sizes
+        .iter()
+        .map(|&size| {
+            let c = dir.join(format!("c{size}"));
+            prep(&labels, &c, size, 0.3, 0.0);
+            c
+        })
+        .collect();
+    let run = dir.join("run");
+    let mut cfg = quick_config(&caches[0], &run, 1);
+    cfg.optim.max_batches_per_epoch = 2;
+    train(&cfg, false, false).unwrap();
+    (synth, caches, run)
+}
+
+/// Validation-split evaluation of `run` on `cache`, with few bootstrap replicates, into `out`.
+fn quick_eval(run: &Path, cache: &Path, out: &Path) -> EvalOptions {
+    EvalOptions {
+        run: run.to_path_buf(),
+        cache: cache.to_path_buf(),
+        split: Split::Val,
+        checkpoint: None,
+        thresholds_from: None,
+        target_sensitivity: 0.9,
+        n_boot: 10,
+        out: out.to_path_buf(),
+        no_tta: false,
+    }
 }
 
 #[test]
@@ -187,37 +231,8 @@ fn short_training_on_synthetic_data_learns_and_resumes() {
 #[test]
 fn a_cache_from_another_preprocessing_is_refused_by_evaluate() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = dir.path().join("synth");
-    write_dataset(
-        &synth,
-        &SynthOptions {
-            n: 40,
-            seed: 2,
-            size: 128,
-        },
-    )
-    .unwrap();
-    let labels = synth.join("trainLabels.csv");
-    let c64 = dir.path().join("c64");
-    let c32 = dir.path().join("c32");
-    prep(&labels, &c64, 64, 0.3, 0.0);
-    prep(&labels, &c32, 32, 0.3, 0.0);
-    let run = dir.path().join("run");
-    let mut cfg = quick_config(&c64, &run, 1);
-    cfg.optim.max_batches_per_epoch = 2;
-    train(&cfg, false, false).unwrap();
-    let err = evaluate(&EvalOptions {
-        run,
-        cache: c32,
-        split: Split::Val,
-        checkpoint: None,
-        thresholds_from: None,
-        target_sensitivity: 0.9,
-        n_boot: 10,
-        out: dir.path().join("eval"),
-        no_tta: false,
-    })
-    .unwrap_err();
+    let (_, caches, run) = quick_run(dir.path(), 2, &[64, 32]);
+    let err = evaluate(&quick_eval(&run, &caches[1], &dir.path().join("eval"))).unwrap_err();
     assert!(format!("{err:#}").contains("preprocessed as"), "{err:#}");
 }
 
@@ -229,36 +244,9 @@ fn an_exported_float_model_imports_into_a_run_that_exports_the_same_weights() {
     use tract_onnx::pb::ModelProto;
 
     let dir = tempfile::tempdir().unwrap();
-    let synth = dir.path().join("synth");
-    write_dataset(
-        &synth,
-        &SynthOptions {
-            n: 40,
-            seed: 9,
-            size: 128,
-        },
-    )
-    .unwrap();
-    let labels = synth.join("trainLabels.csv");
-    let c32 = dir.path().join("c32");
-    let c48 = dir.path().join("c48");
-    prep(&labels, &c32, 32, 0.3, 0.0);
-    prep(&labels, &c48, 48, 0.3, 0.0);
-    let run = dir.path().join("run");
-    let mut cfg = quick_config(&c32, &run, 1);
-    cfg.optim.max_batches_per_epoch = 2;
-    train(&cfg, false, false).unwrap();
-    let eval_opts = |run: &Path| EvalOptions {
-        run: run.to_path_buf(),
-        cache: c32.clone(),
-        split: Split::Val,
-        checkpoint: None,
-        thresholds_from: None,
-        target_sensitivity: 0.9,
-        n_boot: 10,
-        out: run.join("eval"),
-        no_tta: false,
-    };
+    let (synth, caches, run) = quick_run(dir.path(), 9, &[32, 48]);
+    let (c32, c48) = (caches[0].clone(), caches[1].clone());
+    let eval_opts = |run: &Path| quick_eval(run, &c32, &run.join("eval"));
     let m0 = evaluate(&eval_opts(&run)).unwrap();
     let photo = synth.join("train").join("1_left.jpeg");
     let float_export = |run: &Path, out: &Path| {
