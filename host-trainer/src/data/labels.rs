@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use drscreen_core::contract::PositiveClass;
 use serde::{Deserialize, Serialize};
 
 /// Which table layout a CSV uses (detected from its header).
@@ -39,6 +40,25 @@ pub enum Positive {
     AnyDr,
     /// Grades 2-4.
     ReferableDr,
+}
+
+/// The contract's name for the same classes, and back.
+impl From<Positive> for PositiveClass {
+    fn from(p: Positive) -> Self {
+        match p {
+            Positive::AnyDr => Self::AnyDr,
+            Positive::ReferableDr => Self::ReferableDr,
+        }
+    }
+}
+
+impl From<PositiveClass> for Positive {
+    fn from(p: PositiveClass) -> Self {
+        match p {
+            PositiveClass::AnyDr => Self::AnyDr,
+            PositiveClass::ReferableDr => Self::ReferableDr,
+        }
+    }
 }
 
 impl Positive {

@@ -240,10 +240,7 @@ pub fn import(model: &Path, cfg: &TrainConfig) -> Result<Imported> {
         spec.preprocess(),
         contract.preprocess_spec()
     );
-    let positive = match contract.positive_class {
-        drscreen_core::contract::PositiveClass::AnyDr => Positive::AnyDr,
-        drscreen_core::contract::PositiveClass::ReferableDr => Positive::ReferableDr,
-    };
+    let positive = Positive::from(contract.positive_class);
     ensure!(
         cache.manifest.positive == positive,
         "the cache's positive class is {:?}, the model's {positive:?}",

@@ -6,9 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use drscreen_core::contract::{
-    DataSummary, OperatingPoint, PositiveClass, Precision, Text, Thresholds,
-};
+use drscreen_core::contract::{DataSummary, OperatingPoint, Precision, Text, Thresholds};
 use drscreen_core::{
     aggregate, decide, write_views, Decision, ModelContract, Workspace, CONTRACT_KEY,
 };
@@ -30,7 +28,6 @@ use super::quantize::{
     calibrate, calibration_indices, int8_model, BiasCorrection, Calibration, Form,
 };
 use crate::data::cache::Cache;
-use crate::data::labels::Positive;
 use crate::data::split::Split;
 use crate::eval::evaluate::predict_tta;
 use crate::eval::evaluate::{load_run, Loaded};
@@ -316,10 +313,7 @@ pub fn contract(
     c.input.height = spec.size as u32;
     c.clahe = spec.preprocess().clahe;
     c.resize = spec.interpolation;
-    c.positive_class = match loaded.info.positive {
-        Positive::AnyDr => PositiveClass::AnyDr,
-        Positive::ReferableDr => PositiveClass::ReferableDr,
-    };
+    c.positive_class = loaded.info.positive.into();
     c.thresholds = Thresholds {
         max_accuracy: val.max_accuracy.threshold,
         target_sensitivity: val.target_sensitivity.threshold,
