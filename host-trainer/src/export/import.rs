@@ -231,6 +231,16 @@ pub fn import(model: &Path, cfg: &TrainConfig) -> Result<Imported> {
             contract.deployment.precision
         );
     }
+    let out = &cfg.out;
+    // Refused before any work, so a mistyped folder costs nothing.
+    for name in [RUN, BEST] {
+        let f = run_file(out, name);
+        ensure!(
+            !f.exists(),
+            "{} already exists: import into a new run folder (nothing was written)",
+            f.display()
+        );
+    }
     let cache = Cache::open(&cfg.cache)?;
     let spec = &cache.manifest.spec;
     ensure!(
@@ -260,15 +270,6 @@ pub fn import(model: &Path, cfg: &TrainConfig) -> Result<Imported> {
         bad.len(),
         bad[0]
     );
-    let out = &cfg.out;
-    for name in [RUN, BEST] {
-        let f = run_file(out, name);
-        ensure!(
-            !f.exists(),
-            "{} already exists: import into a new run folder (nothing was written)",
-            f.display()
-        );
-    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let info = RunInfo {
         arch,
