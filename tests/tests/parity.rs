@@ -134,8 +134,9 @@ fn check_golden_int8(model: &Path, golden: &Golden) -> Int8Check {
         }
         let mean = views.iter().sum::<f32>() / views.len() as f32;
         diffs.push((mean - s.probability).abs());
-        agree += usize::from(decide(&views) == s.decision);
-        unlike_export += usize::from(decide(&views) != decide(&s.tract_per_view));
+        let edge = decide(&views);
+        agree += usize::from(edge == s.decision);
+        unlike_export += usize::from(edge != decide(&s.tract_per_view));
     }
     diffs.sort_by(f32::total_cmp);
     let k = ((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1;
@@ -194,10 +195,6 @@ fn shipped_int8_model_stays_within_its_bounds_of_the_host_float_outputs() {
         c.vs_export
     );
     assert_edge_is_the_export(&c);
-    assert_eq!(
-        c.unlike_export, 0,
-        "edge and export decide differently: {c:?}"
-    );
     // Issue 4's bounds against the host float network, on the golden photos (32 IDRiD, 32 SRahim,
     // 4 synthetic). With 68 photos the p99 is the worst photo. (On IDRiD's 83 validation photos
     // the shipped file misses the p99 bound: 0.037, the golden file's `quantization`.)
