@@ -50,6 +50,12 @@ fn edge_views(engine: &Engine, ws: &mut Workspace, photo: &Path) -> (Vec<f32>, S
     )
 }
 
+/// The screening probability and decision of per-view outputs, aggregated as the device does.
+fn screen(views: &[f32], threshold: f32) -> (f32, drscreen_core::Decision) {
+    let mean = drscreen_core::aggregate(views).unwrap().mean;
+    (mean, drscreen_core::decide(mean, threshold).unwrap())
+}
+
 /// Checks a model against its golden file; returns the largest per-view difference.
 fn check_golden(model: &Path, golden: &Golden, tol: f32) -> f32 {
     let engine = Engine::load(model).unwrap();
@@ -78,8 +84,7 @@ fn check_golden(model: &Path, golden: &Golden, tol: f32) -> f32 {
         for (e, h) in views.iter().zip(&s.per_view) {
             worst = worst.max((e - h).abs());
         }
-        let mean = views.iter().sum::<f32>() / views.len() as f32;
-        let decision = drscreen_core::decide(mean, golden.threshold).unwrap();
+        let (mean, decision) = screen(&views, golden.threshold);
         // Within `tol` of the threshold the two sides may decide either way (the export's
         // target-sensitivity threshold keeps every validation photo off it).
         if (s.probability - golden.threshold).abs() > tol {
@@ -115,13 +120,6 @@ fn check_golden_int8(model: &Path, golden: &Golden) -> Int8Check {
     assert_eq!(engine.contract.deployment.precision, Precision::Int8);
     let mut ws = Workspace::default();
     let (mut vs_export, mut diffs, mut agree, mut unlike_export) = (0f32, Vec::new(), 0usize, 0);
-    let decide = |views: &[f32]| {
-        drscreen_core::decide(
-            views.iter().sum::<f32>() / views.len() as f32,
-            golden.threshold,
-        )
-        .unwrap()
-    };
     for s in &golden.samples {
         let (views, input_sha) = edge_views(&engine, &mut ws, &resolve(&s.source));
         assert_eq!(
@@ -132,11 +130,10 @@ fn check_golden_int8(model: &Path, golden: &Golden) -> Int8Check {
         for (e, t) in views.iter().zip(&s.tract_per_view) {
             vs_export = vs_export.max((e - t).abs());
         }
-        let mean = views.iter().sum::<f32>() / views.len() as f32;
+        let (mean, edge) = screen(&views, golden.threshold);
         diffs.push((mean - s.probability).abs());
-        let edge = decide(&views);
         agree += usize::from(edge == s.decision);
-        unlike_export += usize::from(edge != decide(&s.tract_per_view));
+        unlike_export += usize::from(edge != screen(&s.tract_per_view, golden.threshold).1);
     }
     diffs.sort_by(f32::total_cmp);
     let k = ((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1;
