@@ -81,7 +81,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Equalization::All, requires = "quantize")]
     pub equalization: Equalization,
     /// A scaled channel's largest calibration value ends at most at the tensor's largest over
-    /// this factor (with --equalization): room for photos brighter than the calibration set's.
+    /// this factor (with --equalization; in a residual stream, each of the stream's tensors'):
+    /// room for photos brighter than the calibration set's. Streams files before 2026-12-04 had
+    /// none in their streams (1).
     #[arg(long, default_value_t = 2.0, requires = "quantize")]
     pub equalize_headroom: f32,
     /// How the convolutions' int8 weights are rounded (with --quantize): gptq rounds each output

@@ -27,8 +27,13 @@
 //! convolution that reads it by `1 / k_c`. The stream is linear and its sums add scaled values
 //! to scaled values, so this is exact for any `k_c`; `k_c` balances the stream's activation step
 //! against the readers' weight steps as for a projection, within the range of every tensor of
-//! the stream (signed: its channels' largest magnitude). These signed tensors are the int8
-//! model's coarsest: their per-tensor range is set by a few wide channels.
+//! the stream (signed: its channels' largest magnitude) over the same headroom as a pair's. These
+//! signed tensors are the int8 model's coarsest: their per-tensor range is set by a few wide
+//! channels. Without the headroom (`1`, the streams files of 2026-12-02 and -03) every scaled
+//! channel ends at the range itself, and a photo from another camera whose channel passes its
+//! calibration largest saturates: on SRahim such a file clipped 3x more values than on IDRiD's
+//! validation photos and about 100x more than the shipped file, and its logits read low there
+//! (models/README.md).
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -108,8 +113,9 @@ fn pairs(arch: &Arch, which: Equalization) -> Vec<(&ConvUnit, &ConvUnit)> {
 /// `w` with every pair of [`pairs`] equalized, as a checkpoint of folded convolutions (identity
 /// BatchNorm); `cal` is the float network's calibration of `w` (its `channel_max`). `headroom`
 /// (>= 1): a scaled channel's largest calibration value ends at most at `6 / headroom`, or at the
-/// tensor's own largest over `headroom`, whichever is lower. Calibrate again on the result: the
-/// ranges and means change.
+/// tensor's own largest over `headroom`, whichever is lower (in a residual stream: at the
+/// stream's widest range over `headroom`). Calibrate again on the result: the ranges and means
+/// change.
 pub fn equalize(
     arch: &Arch,
     w: &Weights,
@@ -171,7 +177,7 @@ pub fn equalize(
         Vec::new()
     };
     for st in &streams {
-        let k = stream_scales(st, cal, &folded)?;
+        let k = stream_scales(st, cal, &folded, headroom)?;
         channels += k.len();
         scales_used.extend(k.iter().copied().filter(|&s| s > 1.0));
         for u in &st.writers {
@@ -314,13 +320,19 @@ fn streams(arch: &Arch) -> Vec<Stream<'_>> {
 }
 
 /// Per channel of stream `st`, its scale: [`balance`] of the stream's widest step against all
-/// of its readers' weights, within the range of every tensor of the stream: linear tensors have
-/// no clamp to keep clear of, so a scaled channel may reach the widest one's range (then it
-/// saturates as that one already does), with no headroom. The weight
-/// rounding's error scales with the channel's typical value, so its magnitude here is its root
-/// mean square on the calibration photos (its largest, as for a ReLU6 pair, would overstate the
-/// cost some tenfold: these tensors' largest values are 6-12 standard deviations out).
-fn stream_scales(st: &Stream, cal: &Calibrated, folded: &Folded) -> Result<Vec<f32>> {
+/// of its readers' weights, within the range of every tensor of the stream over `headroom`: a
+/// scaled channel's largest calibration value ends at most at `1 / headroom` of each tensor's
+/// range, so that a photo whose channel goes past the calibration photos' largest is not clipped
+/// (a channel already within that of the range keeps its scale of 1). The weight rounding's
+/// error scales with the channel's typical value, so its magnitude here is its root mean square
+/// on the calibration photos (its largest, as for a ReLU6 pair, would overstate the cost some
+/// tenfold: these tensors' largest values are 6-12 standard deviations out).
+fn stream_scales(
+    st: &Stream,
+    cal: &Calibrated,
+    folded: &Folded,
+    headroom: f32,
+) -> Result<Vec<f32>> {
     let width = st.writers[0].cout;
     // room[c]: how far channel c may grow in every tensor; step: the widest tensor's.
     let mut room = vec![MAX_SCALE; width];
@@ -349,7 +361,7 @@ fn stream_scales(st: &Stream, cal: &Calibrated, folded: &Folded) -> Result<Vec<f
         step = step.max(2.0 * top as f64 / 255.0);
         for c in 0..width {
             if m[c] > 0.0 {
-                room[c] = room[c].min(top / m[c]);
+                room[c] = room[c].min(top / (m[c] * headroom));
             }
             rms[c] = rms[c].max(sq[c].max(0.0).sqrt());
         }

@@ -1087,6 +1087,49 @@ mod tests {
         assert!(format!("{err}").contains("headroom"), "{err}");
     }
 
+    /// A residual stream's channel that `--equalization streams` scales up ends, on the
+    /// calibration photos, at most at each stream sum's range over the headroom: a photo whose
+    /// channel goes past the calibration photos' largest has that much room before it clips.
+    #[test]
+    fn scaled_stream_channels_stay_the_headroom_below_the_stream_range() {
+        let (vs, net, photos, _) = test_net(3, true);
+        let (w, cal) = calibrated(&vs, &net, &photos);
+        let refs: Vec<&[u8]> = photos.iter().map(|p| p.as_slice()).collect();
+        let sums: Vec<String> = net
+            .arch
+            .blocks
+            .iter()
+            .filter(|b| b.residual)
+            .map(residual_key)
+            .collect();
+        let size = |c: &Calibrated, key: &str, i: usize| {
+            c.channel_max[key][i].abs().max(c.channel_min[key][i].abs())
+        };
+        for headroom in [1.0f32, 2.0, 4.0] {
+            let (eq, report) =
+                equalize(&net.arch, &w, &cal, Equalization::Streams, headroom).unwrap();
+            assert!(report.streams > 0, "{report:?}");
+            let after = calibrate(&net.arch, &eq, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
+            let mut scaled = 0;
+            for key in &sums {
+                let n = cal.channel_max[key].len();
+                let top = (0..n).map(|i| size(&cal, key, i)).fold(0f32, f32::max);
+                for i in 0..n {
+                    let (before, now) = (size(&cal, key, i), size(&after, key, i));
+                    if now > before * 1.001 {
+                        scaled += 1;
+                        assert!(
+                            now <= top / headroom * 1.001,
+                            "headroom {headroom}: {key} channel {i} scaled from {before} to {now}, past {top} / {headroom}"
+                        );
+                    }
+                }
+            }
+            eprintln!("headroom {headroom}: {scaled} stream channels scaled up; {report:?}");
+            assert!(scaled > 0, "headroom {headroom}: no stream channel scaled");
+        }
+    }
+
     /// The three integer forms write the network that the simulation runs; the `ConvInteger`
     /// forms have no `QLinearConv` left in them (their requantization is the plain ops), and
     /// the float-sums one quantizes no residual projection.
