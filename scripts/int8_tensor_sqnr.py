@@ -82,7 +82,9 @@ def main():
         rows.append((sqnr, name(n), v.shape[1], inside.std(), clipped, zp, np.median(per_channel) / width))
     rows.sort()
     worst_clip = max(rows, key=lambda r: r[4])
-    print(f"most saturated signed tensor: {worst_clip[1]}, {100 * worst_clip[4]:.4f} % of its values")
+    signed = [r[4] for r in rows if r[5] > 0]
+    print(f"most saturated signed tensor: {worst_clip[1]}, {100 * worst_clip[4]:.4f} % of its values; "
+          f"mean over the {len(signed)} signed tensors {100 * np.mean(signed):.5f} %")
     print(f"{a.model}: {len(rows)} requantized tensors, {len(photos)} {a.split} photos of {cache}")
     print(f"median SQNR {np.median([r[0] for r in rows]):.1f} dB; the coarsest:")
     print("SQNR dB | tensor | channels | std (quanta) | saturated | zero point | median channel range / tensor range")
