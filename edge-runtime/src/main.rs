@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Write what the model sees for a photo (after CLAHE at full size, or after the resize).
     Preprocess(cli::preprocess::Args),
-    /// Screen photos: quality gate, preprocessing, all TTA views in one inference, decision, log.
+    /// Screen photos: quality gate, preprocessing, the TTA views (one tract call each, spread over the threads), decision, log.
     Screen(cli::screen::Args),
     /// Screen each new photo a camera writes into a folder (once complete; never twice).
     Watch(cli::watch::Args),
