@@ -108,7 +108,7 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--equalize") {
         let h: f32 = arg(&args, "--equalize", 2.0)?;
         let which = enum_arg(&args, "--equalization", Equalization::All)?;
-        let (eq, report) = equalize(arch, &w, &cal, which, h)?;
+        let (eq, report) = equalize(arch, &w, &cal, which, h, h)?;
         println!("equalized: {report:?}");
         w = eq;
         cal = calibrate(arch, &w, &photos, &SEED_VIEWS, method)?;

@@ -380,6 +380,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         float_weights: vec![],
         equalization: Equalization::All,
         equalize_headroom: 2.0,
+        streams_headroom: 2.0,
         weight_rounding: WeightRounding::Gptq,
         calib_jitter: false,
     };

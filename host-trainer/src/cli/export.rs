@@ -86,6 +86,11 @@ pub struct Args {
     /// none in their streams (1).
     #[arg(long, default_value_t = 2.0, requires = "quantize")]
     pub equalize_headroom: f32,
+    /// The headroom of the residual streams alone (with --equalization streams), where it
+    /// should differ from the ReLU6 pairs': a pair's channel that passes 6 is clamped in float
+    /// too, a stream's only by the int8 range. Default: --equalize-headroom.
+    #[arg(long, requires = "quantize")]
+    pub streams_headroom: Option<f32>,
     /// How the convolutions' int8 weights are rounded (with --quantize): gptq rounds each output
     /// row against the calibration photos' inputs so that the convolution's output error is
     /// smallest; gptq-compensated first fits the weights to the float network's outputs from
@@ -193,6 +198,7 @@ pub fn run(a: &Args) -> Result<()> {
             float_weights: a.float_weights.clone(),
             equalization: a.equalization,
             equalize_headroom: a.equalize_headroom,
+            streams_headroom: a.streams_headroom.unwrap_or(a.equalize_headroom),
             weight_rounding: a.weight_rounding,
             calib_jitter: a.calib_jitter,
         }),

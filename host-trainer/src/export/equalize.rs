@@ -76,6 +76,9 @@ pub struct EqualizeReport {
     pub median_scale: f32,
     pub max_scale: f32,
     pub headroom: f32,
+    /// The residual streams' headroom where it differs from the pairs' (`headroom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams_headroom: Option<f32>,
 }
 
 /// The pairs `(A, B)` of consecutive convolutions where `A` is a ReLU6 convolution whose output
@@ -113,19 +116,24 @@ fn pairs(arch: &Arch, which: Equalization) -> Vec<(&ConvUnit, &ConvUnit)> {
 /// `w` with every pair of [`pairs`] equalized, as a checkpoint of folded convolutions (identity
 /// BatchNorm); `cal` is the float network's calibration of `w` (its `channel_max`). `headroom`
 /// (>= 1): a scaled channel's largest calibration value ends at most at `6 / headroom`, or at the
-/// tensor's own largest over `headroom`, whichever is lower (in a residual stream: at the
-/// stream's widest range over `headroom`). Calibrate again on the result: the ranges and means
-/// change.
+/// tensor's own largest over `headroom`, whichever is lower; in a residual stream, at the
+/// stream's widest range over `streams_headroom`. Calibrate again on the result: the ranges and
+/// means change.
 pub fn equalize(
     arch: &Arch,
     w: &Weights,
     cal: &Calibrated,
     which: Equalization,
     headroom: f32,
+    streams_headroom: f32,
 ) -> Result<(Weights, EqualizeReport)> {
     ensure!(
         headroom.is_finite() && headroom >= 1.0,
         "--equalize-headroom must be at least 1 (got {headroom})"
+    );
+    ensure!(
+        streams_headroom.is_finite() && streams_headroom >= 1.0,
+        "--streams-headroom must be at least 1 (got {streams_headroom})"
     );
     let mut out = w.clone();
     let mut folded = Folded::new();
@@ -177,7 +185,7 @@ pub fn equalize(
         Vec::new()
     };
     for st in &streams {
-        let k = stream_scales(st, cal, &folded, headroom)?;
+        let k = stream_scales(st, cal, &folded, streams_headroom)?;
         channels += k.len();
         scales_used.extend(k.iter().copied().filter(|&s| s > 1.0));
         for u in &st.writers {
@@ -208,6 +216,8 @@ pub fn equalize(
                 .unwrap_or(1.0),
             max_scale: scales_used.last().copied().unwrap_or(1.0),
             headroom,
+            streams_headroom: (!streams.is_empty() && streams_headroom != headroom)
+                .then_some(streams_headroom),
         },
     ))
 }

@@ -1066,7 +1066,7 @@ mod tests {
             Equalization::All,
             Equalization::Streams,
         ] {
-            let (eq, report) = equalize(&net.arch, &w, &cal, which, 2.0).unwrap();
+            let (eq, report) = equalize(&net.arch, &w, &cal, which, 2.0, 2.0).unwrap();
             assert!(
                 report.scaled_channels > 0 && report.max_scale > 1.0,
                 "{report:?}"
@@ -1083,13 +1083,16 @@ mod tests {
                 "{which:?}: equalized float network off by {gap}"
             );
         }
-        let err = equalize(&net.arch, &w, &cal, Equalization::All, 0.5).unwrap_err();
-        assert!(format!("{err}").contains("headroom"), "{err}");
+        let err = equalize(&net.arch, &w, &cal, Equalization::All, 0.5, 2.0).unwrap_err();
+        assert!(format!("{err}").contains("--equalize-headroom"), "{err}");
+        let err = equalize(&net.arch, &w, &cal, Equalization::Streams, 2.0, 0.9).unwrap_err();
+        assert!(format!("{err}").contains("--streams-headroom"), "{err}");
     }
 
     /// A residual stream's channel that `--equalization streams` scales up ends, on the
-    /// calibration photos, at most at each stream sum's range over the headroom: a photo whose
-    /// channel goes past the calibration photos' largest has that much room before it clips.
+    /// calibration photos, at most at each stream sum's range over the streams' headroom (not
+    /// the pairs'): a photo whose channel goes past the calibration photos' largest has that
+    /// much room before it clips.
     #[test]
     fn scaled_stream_channels_stay_the_headroom_below_the_stream_range() {
         let (vs, net, photos, _) = test_net(3, true);
@@ -1105,10 +1108,16 @@ mod tests {
         let size = |c: &Calibrated, key: &str, i: usize| {
             c.channel_max[key][i].abs().max(c.channel_min[key][i].abs())
         };
-        for headroom in [1.0f32, 2.0, 4.0] {
+        // (pairs' headroom, streams' headroom): the pairs' must not set the streams'.
+        for (pairs, headroom) in [(2.0f32, 1.0f32), (2.0, 2.0), (1.0, 4.0)] {
             let (eq, report) =
-                equalize(&net.arch, &w, &cal, Equalization::Streams, headroom).unwrap();
+                equalize(&net.arch, &w, &cal, Equalization::Streams, pairs, headroom).unwrap();
             assert!(report.streams > 0, "{report:?}");
+            assert_eq!(
+                report.streams_headroom,
+                (pairs != headroom).then_some(headroom),
+                "{report:?}"
+            );
             let after = calibrate(&net.arch, &eq, &refs, &SEED_VIEWS, Calibration::MinMax).unwrap();
             let mut scaled = 0;
             for key in &sums {

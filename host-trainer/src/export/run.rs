@@ -217,6 +217,8 @@ pub struct QuantOptions {
     /// Cross-layer equalization before calibration (see [`super::equalize`]) and its headroom.
     pub equalization: Equalization,
     pub equalize_headroom: f32,
+    /// The residual streams' headroom (with [`Equalization::Streams`]).
+    pub streams_headroom: f32,
     /// How the convolutions' int8 weights are rounded (GPTQ needs the empirical correction).
     pub weight_rounding: WeightRounding,
     /// Every second calibration photo goes in with a camera-like colour change
@@ -542,7 +544,14 @@ fn quantize(
     let (equalized, equalization) = match q.equalization {
         Equalization::None => (None, None),
         which => {
-            let (e, report) = equalize(&loaded.info.arch, w, &cal, which, q.equalize_headroom)?;
+            let (e, report) = equalize(
+                &loaded.info.arch,
+                w,
+                &cal,
+                which,
+                q.equalize_headroom,
+                q.streams_headroom,
+            )?;
             cal = calibrate(&loaded.info.arch, &e, &photos, &contract.tta, q.calibration)?;
             (Some(e), Some(report))
         }
