@@ -15,7 +15,7 @@ use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
 use host_trainer::export::equalize::Equalization;
 use host_trainer::export::gptq::WeightRounding;
-use host_trainer::export::qat::QatOptions;
+use host_trainer::export::qat::{QatLoss, QatOptions};
 use host_trainer::export::quantize::{BiasCorrection, Calibration, Form};
 use host_trainer::export::run::{
     export, ExportOptions, Golden, QuantOptions, INT8_AGREEMENT_BOUND, INT8_P99_BOUND,
@@ -416,6 +416,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         quantize: Some(QuantOptions {
             qat: Some(QatOptions {
                 epochs: 2,
+                loss: QatLoss::Logit,
                 ..QatOptions::default()
             }),
             ..quant.clone()
@@ -425,7 +426,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     .unwrap();
     let report = golden.quantization.clone().unwrap();
     let tuned = report.qat.clone().expect("QAT report");
-    assert_eq!(tuned.epochs, 2);
+    assert_eq!((tuned.epochs, tuned.loss), (2, QatLoss::Logit));
     assert!(tuned.first_epoch_mse.is_finite() && tuned.last_epoch_mse.is_finite());
     let c = check_golden_int8(&qat, &golden);
     eprintln!("fresh QAT int8 model: {c:?}; {tuned:?}");

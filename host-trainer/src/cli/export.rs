@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use host_trainer::export::equalize::Equalization;
 use host_trainer::export::gptq::WeightRounding;
-use host_trainer::export::qat::QatOptions;
+use host_trainer::export::qat::{QatLoss, QatOptions};
 use host_trainer::export::quantize::{BiasCorrection, Calibration, Form};
 use host_trainer::export::run::{export, golden_path, ExportOptions, QuantOptions};
 use host_trainer::paths::data_dir;
@@ -69,6 +69,10 @@ pub struct Args {
     /// Feed the fine-tuning the TTA views as they are, without the run's training augmentation.
     #[arg(long, requires = "quantize")]
     pub qat_no_augment: bool,
+    /// What the fine-tuning matches per view: the probability (the bounds' figure) or the logit
+    /// (every photo teaches, not only those near 0.5).
+    #[arg(long, value_enum, default_value_t = QatLoss::Probability, requires = "quantize")]
+    pub qat_loss: QatLoss,
     /// Keep float weights (between uint8 activations) for this convolution or block, e.g.
     /// `features.1`, or `depthwise` for every depthwise convolution (with --quantize; repeat for
     /// more). `quant_sensitivity` says which matter.
@@ -193,6 +197,7 @@ pub fn run(a: &Args) -> Result<()> {
                 lr: a.qat_lr,
                 biases_only: a.qat_biases_only,
                 augment: !a.qat_no_augment,
+                loss: a.qat_loss,
                 ..QatOptions::default()
             }),
             float_weights: a.float_weights.clone(),
@@ -221,8 +226,8 @@ pub fn run(a: &Args) -> Result<()> {
         );
         if let Some(t) = &q.qat {
             println!(
-                "quantization-aware fine-tuning: {} epochs over {} photos, lr {}, probability MSE {:.2e} -> {:.2e}, {:.0} s",
-                t.epochs, t.photos, t.lr, t.first_epoch_mse, t.last_epoch_mse, t.seconds
+                "quantization-aware fine-tuning: {} epochs over {} photos, lr {}, {:?} MSE {:.2e} -> {:.2e}, {:.0} s",
+                t.epochs, t.photos, t.lr, t.loss, t.first_epoch_mse, t.last_epoch_mse, t.seconds
             );
         }
     }

@@ -27,6 +27,19 @@ use crate::model::net::Net;
 use crate::train::augment::augment;
 use crate::train::config::AugmentConfig;
 
+/// What the fine-tuning matches between student and teacher, per view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum QatLoss {
+    /// Squared probability difference: the figure the int8 bounds are on, but a photo the
+    /// network is sure of (probability near 0 or 1) gives almost no gradient.
+    #[default]
+    Probability,
+    /// Squared logit difference: every photo's quantization error counts alike, so the few
+    /// hundred training photos all teach (the noise is the network's, not the photo's).
+    Logit,
+}
+
 /// `--qat-*` options.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QatOptions {
@@ -40,6 +53,7 @@ pub struct QatOptions {
     pub biases_only: bool,
     /// Augment each batch as training did (the run's augmentation), for more varied inputs.
     pub augment: bool,
+    pub loss: QatLoss,
 }
 
 impl Default for QatOptions {
@@ -51,6 +65,7 @@ impl Default for QatOptions {
             seed: 7,
             biases_only: false,
             augment: true,
+            loss: QatLoss::Probability,
         }
     }
 }
@@ -62,7 +77,10 @@ pub struct QatReport {
     pub lr: f64,
     pub batch: usize,
     pub photos: usize,
-    /// Mean squared probability difference student vs teacher over the first and the last epoch.
+    /// What was matched; the two MSEs below are in its units (probability or logit).
+    #[serde(default)]
+    pub loss: QatLoss,
+    /// Mean squared difference student vs teacher over the first and the last epoch.
     pub first_epoch_mse: f64,
     pub last_epoch_mse: f64,
     pub seconds: f64,
@@ -627,9 +645,13 @@ pub fn distill(
                 Some(a) => augment(&x, a),
                 None => x,
             };
-            let target = tch::no_grad(|| teacher.forward_t(&x, false).sigmoid());
-            let p = student.logits(&x).sigmoid();
-            let loss = (p - target).square().mean(Kind::Float);
+            let target = tch::no_grad(|| teacher.forward_t(&x, false));
+            let logits = student.logits(&x);
+            let loss = match o.loss {
+                QatLoss::Probability => (logits.sigmoid() - target.sigmoid()).square(),
+                QatLoss::Logit => (logits - target).square(),
+            }
+            .mean(Kind::Float);
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             ensure!(
@@ -649,6 +671,7 @@ pub fn distill(
             lr: o.lr,
             batch: o.batch,
             photos: train.len(),
+            loss: o.loss,
             first_epoch_mse: epoch_mse[0],
             last_epoch_mse: *epoch_mse.last().unwrap_or(&f64::NAN),
             seconds: t0.elapsed().as_secs_f64(),
