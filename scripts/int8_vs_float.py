@@ -2,7 +2,13 @@
 """Int8 files against their float file on every photo of a prepared cache split, in onnxruntime
 (the same bits as tract on the `convinteger` forms): TTA probability difference (max; p99 by
 nearest rank, as the export reports it, so the max itself below 100 photos; root mean square), per-view logit difference (mean: a shift; std: the noise), and the decisions that
-differ at the contract's default threshold, with how many of them turn a referral into none.
+differ at the contract's default threshold, with how many of them turn a referral into none and,
+by the cache's labels, how many diseased eyes the int8 file loses (the float file refers them, the
+int8 file does not) and gains.
+
+`--camera-jitter SEED` gives every photo a seeded camera-like colour change first (per-channel
+gains 0.85-1.15, gamma 0.8-1.25, as `host-trainer export --calib-jitter`): a label-free look at
+how an int8 file reads photos that differ from its calibration set's camera.
 
     .venv-ref/bin/python scripts/int8_vs_float.py models/drscreen-default.onnx \
         models/drscreen-default-int8.onnx [more int8 files] --cache out/cache/srahim224 --split test
@@ -38,6 +44,7 @@ def main():
     ap.add_argument("--split", default="val")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep")
+    ap.add_argument("--camera-jitter", type=int, metavar="SEED")
     a = ap.parse_args()
 
     c = contract(a.float_model)
@@ -55,11 +62,25 @@ def main():
     if raw.size != n * size * size * 3:
         raise SystemExit(f"{cache}: {split['file']} holds {raw.size} bytes, not {n} photos")
     photos = raw.reshape(n, size, size, 3)
+    entries = sorted((e for e in manifest["entries"] if e["split"] == a.split), key=lambda e: e["index"])
+    if len(entries) != n:
+        raise SystemExit(f"{cache}: the manifest lists {len(entries)} {a.split} photos, the split holds {n}")
+    diseased = np.array([bool(e["label"]) for e in entries])
+    tag = a.split
+    if a.camera_jitter is not None:
+        rng = np.random.default_rng(a.camera_jitter)
+
+        def jitter(x):
+            gain, gamma = rng.uniform(0.85, 1.15, 3), rng.uniform(0.8, 1.25)
+            return np.clip(255 * (x / 255.0) ** gamma * gain, 0, 255).round().astype(np.uint8)
+
+        photos = np.stack([jitter(p) for p in photos])
+        tag = f"{a.split}.jitter{a.camera_jitter}"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads
 
     def run(path):
-        kept = pathlib.Path(a.keep) / f"{pathlib.Path(path).name}.{a.split}.npy" if a.keep else None
+        kept = pathlib.Path(a.keep) / f"{pathlib.Path(path).name}.{tag}.npy" if a.keep else None
         if kept and kept.exists():
             return np.load(kept)
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -75,8 +96,11 @@ def main():
 
     f = run(a.float_model)
     fp = f.mean(axis=1)
-    print(f"{n} photos of {cache} ({a.split}), threshold {t:.4f}, onnxruntime {ort.__version__}")
-    print("int8 file | max | p99 | rms | logit shift | logit std | agreement | flips (to no referral)")
+    jittered = "" if a.camera_jitter is None else f", camera jitter seed {a.camera_jitter}"
+    print(f"{n} photos of {cache} ({a.split}{jittered}), threshold {t:.4f}, onnxruntime {ort.__version__}; "
+          f"the float file refers {int(np.sum((fp >= t) & diseased))} of {int(diseased.sum())} diseased eyes")
+    print("int8 file | max | p99 | rms | logit shift | logit std | agreement | flips (to no referral) "
+          "| diseased eyes lost / gained")
     for path in a.int8_models:
         i = run(path)
         ip = i.mean(axis=1)
@@ -87,7 +111,8 @@ def main():
         p99 = np.percentile(d, 99, method="inverted_cdf")
         print(f"{pathlib.Path(path).name} | {d.max():.4f} | {p99:.4f} | "
               f"{np.sqrt(np.mean(d ** 2)):.4f} | {dl.mean():+.4f} | {dl.std():.4f} | "
-              f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({down})")
+              f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({down}) | "
+              f"{int(np.sum(flips & (fp >= t) & diseased))} / {int(np.sum(flips & (fp < t) & diseased))}")
 
 
 if __name__ == "__main__":
