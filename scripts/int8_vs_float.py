@@ -96,9 +96,10 @@ def main():
 
     f = run(a.float_model)
     fp = f.mean(axis=1)
+    refer = fp >= t
     jittered = "" if a.camera_jitter is None else f", camera jitter seed {a.camera_jitter}"
     print(f"{n} photos of {cache} ({a.split}{jittered}), threshold {t:.4f}, onnxruntime {ort.__version__}; "
-          f"the float file refers {int(np.sum((fp >= t) & diseased))} of {int(diseased.sum())} diseased eyes")
+          f"the float file refers {int(np.sum(refer & diseased))} of {int(diseased.sum())} diseased eyes")
     print("int8 file | max | p99 | rms | logit shift | logit std | agreement | flips (to no referral) "
           "| diseased eyes lost / gained")
     for path in a.int8_models:
@@ -106,13 +107,13 @@ def main():
         ip = i.mean(axis=1)
         d = np.abs(ip - fp)
         dl = logit(i) - logit(f)
-        flips = (fp >= t) != (ip >= t)
-        down = int(np.sum(flips & (fp >= t)))
+        flips = refer != (ip >= t)
+        down = flips & refer
         p99 = np.percentile(d, 99, method="inverted_cdf")
         print(f"{pathlib.Path(path).name} | {d.max():.4f} | {p99:.4f} | "
               f"{np.sqrt(np.mean(d ** 2)):.4f} | {dl.mean():+.4f} | {dl.std():.4f} | "
-              f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({down}) | "
-              f"{int(np.sum(flips & (fp >= t) & diseased))} / {int(np.sum(flips & (fp < t) & diseased))}")
+              f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({int(down.sum())}) | "
+              f"{int(np.sum(down & diseased))} / {int(np.sum(flips & ~refer & diseased))}")
 
 
 if __name__ == "__main__":

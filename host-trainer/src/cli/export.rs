@@ -71,7 +71,7 @@ pub struct Args {
     pub qat_no_augment: bool,
     /// What the fine-tuning matches per view: the probability (the bounds' figure) or the logit
     /// (every photo teaches, not only those near 0.5).
-    #[arg(long, value_enum, default_value_t = QatLoss::Probability, requires = "quantize")]
+    #[arg(long, value_enum, default_value_t = QatOptions::default().loss, requires = "quantize")]
     pub qat_loss: QatLoss,
     /// Keep float weights (between uint8 activations) for this convolution or block, e.g.
     /// `features.1`, or `depthwise` for every depthwise convolution (with --quantize; repeat for

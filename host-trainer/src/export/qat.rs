@@ -65,7 +65,7 @@ impl Default for QatOptions {
             seed: 7,
             biases_only: false,
             augment: true,
-            loss: QatLoss::Probability,
+            loss: QatLoss::default(),
         }
     }
 }
