@@ -43,7 +43,9 @@ def main():
     ap.add_argument("--cache", required=True)
     ap.add_argument("--split", default="val")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--keep")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="save each file's per-view probabilities in DIR and read them back on the next run; "
+                         "they are keyed by file name and split, so delete them when a file is written again")
     ap.add_argument("--camera-jitter", type=int, metavar="SEED")
     a = ap.parse_args()
 
@@ -83,7 +85,10 @@ def main():
         kept = pathlib.Path(a.keep) / f"{pathlib.Path(path).name}.{tag}.npy" if a.keep else None
         if kept and kept.exists():
             return np.load(kept)
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable files
+            raise SystemExit(f"{path}: onnxruntime cannot load it: {e}")
         out = np.array([sess.run(None, {"input": views(p, c["tta"])})[0].ravel() for p in photos])
         if kept:
             kept.parent.mkdir(parents=True, exist_ok=True)
