@@ -12,17 +12,18 @@ correlations (Spearman, tied ranks averaged) between those figures over the file
           --cache out/cache/$1 --split $2 --keep out/keep; done
     .venv-ref/bin/python scripts/int8_draws.py models/drscreen-default.onnx FILES... --keep out/keep
 
-p99 is by nearest rank, as the export and `int8_vs_float.py` report it.
+p99 is by nearest rank, as the export and `int8_vs_float.py` report it; the threshold is the
+float file's contract default.
 """
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 
-
-def p99(d):
-    return float(np.sort(d)[int(np.ceil(0.99 * len(d))) - 1])
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from int8_vs_float import contract, diseased_eyes, kept_path, p99  # noqa: E402
 
 
 def rms(d):
@@ -53,41 +54,32 @@ def calibration_indices(length, n, offset):
     return {(i * length // n + offset) % length for i in range(n)}
 
 
-def labels(cache, split):
-    manifest = json.loads((cache / "manifest.json").read_text())
-    entries = sorted((e for e in manifest["entries"] if e["split"] == split), key=lambda e: e["index"])
-    if not entries:
-        raise SystemExit(f"{cache}: no {split} photos in its manifest")
-    return np.array([bool(e["label"]) for e in entries])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("float_model")
     ap.add_argument("int8_models", nargs="+")
     ap.add_argument("--keep", required=True, metavar="DIR", help="what int8_vs_float.py --keep kept")
-    ap.add_argument("--idrid", default="out/cache/idrid224")
     ap.add_argument("--srahim", default="out/cache/srahim224")
     a = ap.parse_args()
     keep = pathlib.Path(a.keep)
 
     def kept(path, split):
-        f = keep / f"{pathlib.Path(path).name}.{split}.npy"
+        f = kept_path(keep, path, split)
         if not f.exists():
             raise SystemExit(f"{f} is missing: run int8_vs_float.py {path} ... --split {split} --keep {keep}")
         return np.load(f).mean(axis=1)  # TTA probability per photo
 
     ft, fv, fs = (kept(a.float_model, s) for s in ("train", "val", "test"))
-    diseased = labels(pathlib.Path(a.srahim), "test")
-    if len(diseased) != len(fs):
-        raise SystemExit(f"{a.srahim}: {len(diseased)} test photos, but {len(fs)} were kept")
+    c = contract(a.float_model)
+    t = c["thresholds"][c["thresholds"]["default"]]
+    srahim = pathlib.Path(a.srahim)
+    diseased = diseased_eyes(srahim, json.loads((srahim / "manifest.json").read_text()), "test", len(fs))
     rows = []
     for path in a.int8_models:
         golden = pathlib.Path(path).parent / (pathlib.Path(path).stem + ".golden.json")
         if not golden.exists():
             raise SystemExit(f"{golden} is missing: it records how {path} was calibrated")
-        g = json.loads(golden.read_text())
-        q, t = g["quantization"], g["threshold"]
+        q = json.loads(golden.read_text())["quantization"]
         held = sorted(set(range(len(ft))) - calibration_indices(
             len(ft), q["calibration_photos"], q.get("calibration_offset", 0)))
         dt = np.abs(kept(path, "train")[held] - ft[held])

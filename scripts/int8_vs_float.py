@@ -36,6 +36,24 @@ def contract(path):
     return json.loads(meta["drscreen.contract"])
 
 
+def kept_path(keep, model, tag):
+    """Where `--keep DIR` saves a file's per-view probabilities on one split (`tag`)."""
+    return pathlib.Path(keep) / f"{pathlib.Path(model).name}.{tag}.npy"
+
+
+def diseased_eyes(cache, manifest, split, n):
+    """The cache's grades of one split, in the split's photo order."""
+    entries = sorted((e for e in manifest["entries"] if e["split"] == split), key=lambda e: e["index"])
+    if len(entries) != n:
+        raise SystemExit(f"{cache}: the manifest lists {len(entries)} {split} photos, the split holds {n}")
+    return np.array([bool(e["label"]) for e in entries])
+
+
+def p99(d):
+    """By nearest rank, as the export reports it (below 100 photos, the max)."""
+    return np.percentile(d, 99, method="inverted_cdf")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("float_model")
@@ -64,10 +82,7 @@ def main():
     if raw.size != n * size * size * 3:
         raise SystemExit(f"{cache}: {split['file']} holds {raw.size} bytes, not {n} photos")
     photos = raw.reshape(n, size, size, 3)
-    entries = sorted((e for e in manifest["entries"] if e["split"] == a.split), key=lambda e: e["index"])
-    if len(entries) != n:
-        raise SystemExit(f"{cache}: the manifest lists {len(entries)} {a.split} photos, the split holds {n}")
-    diseased = np.array([bool(e["label"]) for e in entries])
+    diseased = diseased_eyes(cache, manifest, a.split, n)
     tag = a.split
     if a.camera_jitter is not None:
         rng = np.random.default_rng(a.camera_jitter)
@@ -82,7 +97,7 @@ def main():
     opts.intra_op_num_threads = a.threads
 
     def run(path):
-        kept = pathlib.Path(a.keep) / f"{pathlib.Path(path).name}.{tag}.npy" if a.keep else None
+        kept = kept_path(a.keep, path, tag) if a.keep else None
         if kept and kept.exists():
             return np.load(kept)
         try:
@@ -114,8 +129,7 @@ def main():
         dl = logit(i) - logit(f)
         flips = refer != (ip >= t)
         down = flips & refer
-        p99 = np.percentile(d, 99, method="inverted_cdf")
-        print(f"{pathlib.Path(path).name} | {d.max():.4f} | {p99:.4f} | "
+        print(f"{pathlib.Path(path).name} | {d.max():.4f} | {p99(d):.4f} | "
               f"{np.sqrt(np.mean(d ** 2)):.4f} | {dl.mean():+.4f} | {dl.std():.4f} | "
               f"{100 * (1 - flips.mean()):.1f} % | {int(flips.sum())} ({int(down.sum())}) | "
               f"{int(np.sum(down & diseased))} / {int(np.sum(flips & ~refer & diseased))}")
