@@ -471,15 +471,22 @@ fn run_plan(plan: &Plan, batch: &[f32], size: usize) -> Result<Vec<f32>> {
 }
 
 /// The convolutions named by `--float-weights`: a convolution's name, a block's name for all of
-/// its convolutions, or `depthwise` for every depthwise (grouped) convolution.
+/// its convolutions, or `depthwise` for every depthwise (grouped) convolution. The stem is
+/// refused here, before minutes of calibration: it reads the float photo, not a uint8 tensor.
 fn float_weight_units(arch: &Arch, names: &[String]) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
+    let stem = arch.units().next().map(unit_key);
     for name in names {
         let before = out.len();
         for b in &arch.blocks {
             for u in &b.units {
                 let depthwise = name == "depthwise" && u.groups > 1;
                 if depthwise || &b.name == name || &unit_key(u) == name {
+                    ensure!(
+                        Some(unit_key(u)) != stem,
+                        "--float-weights {name}: {} is the first convolution, which reads the photo and cannot keep float weights",
+                        u.conv
+                    );
                     out.insert(unit_key(u));
                 }
             }
@@ -825,5 +832,10 @@ mod tests {
         );
         let err = float_weight_units(&arch, &names(&["features.99"])).unwrap_err();
         assert!(err.to_string().contains("features.99"), "{err}");
+        // The stem, by its block or its own name, is refused before any calibration.
+        for stem in ["features.0", "features.0.0"] {
+            let err = float_weight_units(&arch, &names(&["features.1", stem])).unwrap_err();
+            assert!(err.to_string().contains("first convolution"), "{err}");
+        }
     }
 }
