@@ -55,6 +55,7 @@ fn main() -> Result<()> {
     };
     let (shape, data) = read_npy_f32(&std::fs::read(input).with_context(|| input.clone())?)
         .with_context(|| format!("reading {input}"))?;
+    edge_runtime::engine::avoid_tract_amx_kernels();
     let plan = tract_onnx::onnx()
         .model_for_path(model)?
         .with_input_fact(0, f32::fact(&shape).into())?

@@ -31,6 +31,7 @@ fn main() -> Result<()> {
         .context("usage: profile_model MODEL.onnx [--batch N] [--runs N] [--top N] [--size N]")?;
     let (batch, runs) = (arg(&args, "--batch", 5)?, arg(&args, "--runs", 20)?);
     let top = arg(&args, "--top", 25)?;
+    edge_runtime::engine::avoid_tract_amx_kernels();
     let model = tract_onnx::onnx().model_for_path(path)?;
     let size = arg(&args, "--size", 224)?;
     let plan = model

@@ -15,6 +15,31 @@ use drscreen_core::{ModelContract, CONTRACT_KEY};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+/// Takes tract's Intel AMX int8 matrix kernels out of its kernel pool, once per process, before any
+/// plan is built (tract fixes its instruction set at the first plan). Every tract plan of this
+/// project is built after it: [`Engine::load_with`] and host-trainer's export call it.
+///
+/// On an Intel Xeon with AMX (seen 2026-12-04, 2 vCPUs under KVM), tract 0.23.9 picks
+/// `avx512amx_mmm_i32_8x8` for the int8 file's convolutions, and the parity tests died with
+/// SIGSEGV at its `tileloadd` in both of two runs, while libtorch trained in the same process;
+/// with AMX int8 out of the pool (`TRACT_CPU_ISA=-amx-int8`) the same binary passed. The pool then falls back to the
+/// AVX-512 VNNI kernels, which give the same integers. A `TRACT_CPU_ISA` of the operator's own is
+/// kept and extended. Only x86_64 has the feature; elsewhere (a Pi) this does nothing.
+pub fn avoid_tract_amx_kernels() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let knob = &tract_onnx::tract_core::tract_linalg::knobs::TRACT_CPU_ISA;
+            let spec = match knob.get() {
+                Some(own) if !own.trim().is_empty() => format!("{own},-amx-int8"),
+                _ => "-amx-int8".to_string(),
+            };
+            knob.set(Some(spec));
+        });
+    }
+}
+
 /// How the TTA views of one screening go through tract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Views {
@@ -79,6 +104,7 @@ impl Engine {
 
     /// Loads and optimises `path` for `views`.
     pub fn load_with(path: &Path, views: Views) -> Result<Self> {
+        avoid_tract_amx_kernels();
         let bytes =
             std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
         ensure!(!bytes.is_empty(), "model {} is empty", path.display());
@@ -243,4 +269,19 @@ pub fn default_model() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/drscreen-default.onnx")
         })
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use tract_onnx::tract_core::tract_linalg::isa::{native, Isa};
+
+    #[test]
+    fn a_loaded_engine_leaves_tracts_amx_int8_kernels_out() {
+        // Loading a model takes AMX int8 out before the plan fixes tract's instruction set; on a
+        // machine with AMX the set would hold it otherwise (this one's did, 2026-12-04).
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/drscreen-default-int8.onnx");
+        super::Engine::load(&model).unwrap();
+        assert!(!native().has(Isa::X86_64AmxInt8));
+    }
 }

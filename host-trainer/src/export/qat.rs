@@ -790,6 +790,7 @@ mod tests {
 
     /// tract's plan for batches of the seed's TTA views of a written model.
     fn tract_views_plan(proto: &ModelProto, size: usize) -> std::sync::Arc<TypedRunnableModel> {
+        edge_runtime::engine::avoid_tract_amx_kernels();
         tract_onnx::onnx()
             .model_for_read(&mut &proto.encode_to_vec()[..])
             .unwrap()

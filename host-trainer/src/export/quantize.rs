@@ -176,6 +176,7 @@ pub fn calibrate(
     );
     let (bytes, keys) = calibration_model(arch, w)?;
     let s = arch.input_size;
+    edge_runtime::engine::avoid_tract_amx_kernels();
     let plan = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])?
         .with_input_fact(0, f32::fact([views.len(), 3, s, s]).into())?

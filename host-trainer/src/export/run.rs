@@ -435,6 +435,7 @@ fn set_contract(proto: &mut ModelProto, c: &ModelContract) -> Result<()> {
 /// plan (tract 0.23 runs a batch of views 9-13x slower; see edge-runtime's `engine`), so the
 /// export checks and times the file the same way.
 fn tract_plan(bytes: &[u8], size: usize) -> Result<Plan> {
+    edge_runtime::engine::avoid_tract_amx_kernels();
     tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])?
         .with_input_fact(0, f32::fact([1, 3, size, size]).into())?
