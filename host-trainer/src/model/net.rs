@@ -35,6 +35,9 @@ pub struct Net {
     head: Vec<HeadLayer>,
     final_dropout: f64,
     out: nn::Linear,
+    /// Training only: uniform noise of this many uint8 steps (peak to peak) added to every
+    /// activation an int8 file quantizes (see [`Net::with_activation_noise`]); 0 = none.
+    activation_noise: f64,
 }
 
 impl std::fmt::Debug for Net {
@@ -135,7 +138,29 @@ impl Net {
             head,
             final_dropout,
             out,
+            activation_noise: 0.0,
         }
+    }
+
+    /// While training, add to each unit's output and each residual sum uniform noise `level`
+    /// uint8 steps wide, a step being the tensor's range in the batch (zero included) over 255:
+    /// the rounding an int8 file's per-tensor activations add, so that the trainable layers learn
+    /// not to amplify it. Evaluation (`train = false`) is never noisy. `level` 1 is one step.
+    pub fn with_activation_noise(mut self, level: f64) -> Self {
+        self.activation_noise = level;
+        self
+    }
+
+    /// `x` plus the rounding noise of a uint8 tensor over its batch range (no gradient through
+    /// the range; the noise passes the gradient unchanged, as a straight-through rounding would).
+    fn quantization_noise(&self, x: Tensor, train: bool) -> Tensor {
+        if !train || self.activation_noise <= 0.0 {
+            return x;
+        }
+        let range = tch::no_grad(|| x.max().clamp_min(0.0) - x.min().clamp_max(0.0));
+        let step = range * (self.activation_noise / 255.0);
+        let noise = (x.rand_like() - 0.5) * step;
+        x + noise
     }
 
     /// Pooled backbone features `[N, 1280]` of `[N, 3, H, W]` input in [0, 1].
@@ -157,9 +182,10 @@ impl Net {
                 if u.spec.relu6 {
                     x = x.clamp(0.0, 6.0);
                 }
+                x = self.quantization_noise(x, train);
             }
             if let Some(i) = input {
-                x += i;
+                x = self.quantization_noise(x + i, train);
             }
         }
         x.mean_dim(&[2i64, 3][..], false, x.kind())
@@ -203,4 +229,67 @@ pub fn load_backbone(vs: &mut nn::VarStore, weights: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn frozen_net(noise: f64) -> (nn::VarStore, Net) {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        // Every unit frozen: BatchNorm uses its running statistics even when training, so
+        // only the noise can make two training passes differ.
+        let net = Net::new(&vs.root(), Arch::mobilenet_v2(1.0, 32), 0).with_activation_noise(noise);
+        (vs, net)
+    }
+
+    #[test]
+    fn quantization_noise_stays_within_half_a_step_and_fills_it() {
+        let (_vs, net) = frozen_net(1.0);
+        tch::manual_seed(5);
+        let x = Tensor::rand([4, 8, 16, 16], (Kind::Float, Device::Cpu)) * 5.0 - 1.0;
+        let step = (x.max().double_value(&[]) - x.min().double_value(&[])) / 255.0;
+        let d = (net.quantization_noise(x.shallow_clone(), true) - &x).abs();
+        let max = d.max().double_value(&[]);
+        assert!(
+            max <= step / 2.0 + 1e-6,
+            "noise {max} beyond half a step {step}"
+        );
+        assert!(
+            max > 0.45 * step,
+            "noise {max} far below half a step {step}"
+        );
+        let mean = d.mean(Kind::Float).double_value(&[]);
+        assert!(
+            (mean - step / 4.0).abs() < 0.02 * step,
+            "mean |noise| {mean}, step {step}"
+        );
+        let same = net.quantization_noise(x.shallow_clone(), false);
+        assert_eq!(same.eq_tensor(&x).all().int64_value(&[]), 1);
+    }
+
+    #[test]
+    fn activation_noise_perturbs_training_passes_only() {
+        let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let (a, clean) = frozen_net(0.0);
+        let (mut b, noisy) = frozen_net(1.0);
+        // The same weights (tests share libtorch's generator, so seeding alone does not say so).
+        b.copy(&a).unwrap();
+        let reference = clean.features(&x, true);
+        // Without noise a training pass through frozen units is deterministic.
+        assert!(clean
+            .features(&x, true)
+            .allclose(&reference, 0.0, 0.0, false));
+        // Evaluation is never noisy.
+        assert!(noisy
+            .features(&x, false)
+            .allclose(&reference, 1e-6, 1e-6, false));
+        let perturbed = noisy.features(&x, true);
+        let d = (&perturbed - &reference).abs().max().double_value(&[]);
+        let scale = reference.abs().max().double_value(&[]);
+        assert!(d > 0.0, "a noisy training pass equals the clean one");
+        assert!(d < 0.2 * scale, "noise {d} swamps features of size {scale}");
+    }
 }

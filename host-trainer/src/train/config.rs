@@ -28,6 +28,9 @@ pub struct ModelConfig {
     /// seed's "last 50 layers" of Keras' MobileNetV2: `Conv_1`, `block_12`..`block_16` and the
     /// projection of `block_11` (features.18, 17..13 and 12's last unit in torchvision names).
     pub trainable_units: usize,
+    /// Quantization-noise training: uniform noise this many uint8 steps wide on every activation
+    /// an int8 file quantizes, while training only (`Net::with_activation_noise`); 0 = none.
+    pub activation_noise: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +81,8 @@ impl Default for ModelConfig {
         Self {
             width_mult: 1.0,
             pretrained: crate::paths::imagenet_weights(),
-            trainable_units: 16,
+            trainable_units: 17,
+            activation_noise: 0.0,
         }
     }
 }
@@ -136,5 +140,23 @@ mod tests {
         assert!(toml::from_str::<TrainConfig>("[optim]\nepoch = 3\n").is_err());
         let round: TrainConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(round, c);
+    }
+
+    #[test]
+    fn defaults_are_the_seed_recipe_in_configs_seed_toml() {
+        let seed =
+            TrainConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/seed.toml"))
+                .unwrap();
+        let d = TrainConfig::default();
+        assert_eq!(seed.optim, d.optim);
+        assert_eq!(seed.augment, d.augment);
+        assert_eq!(seed.model.trainable_units, d.model.trainable_units);
+        assert_eq!(seed.model.width_mult, d.model.width_mult);
+        assert_eq!(seed.model.activation_noise, d.model.activation_noise);
+        // The same weights file, named relative to the checkout in the TOML.
+        assert_eq!(
+            seed.model.pretrained.file_name(),
+            d.model.pretrained.file_name()
+        );
     }
 }

@@ -143,13 +143,19 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
     );
     let o = &cfg.optim;
     ensure!(o.batch_size >= 2, "batch_size must be >= 2 (BatchNorm)");
+    let noise = cfg.model.activation_noise;
+    ensure!(
+        noise.is_finite() && noise >= 0.0,
+        "model.activation_noise must be a number of uint8 steps >= 0 (0: none), got {noise}"
+    );
     let out = &cfg.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let device = training_device();
     let arch = Arch::mobilenet_v2(cfg.model.width_mult, cache.manifest.spec.size);
     let mut vs = nn::VarStore::new(device);
-    let net = Net::new(&vs.root(), arch.clone(), cfg.model.trainable_units);
+    let net = Net::new(&vs.root(), arch.clone(), cfg.model.trainable_units)
+        .with_activation_noise(cfg.model.activation_noise);
     let info = RunInfo {
         arch,
         config: cfg.clone(),
