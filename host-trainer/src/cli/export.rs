@@ -210,7 +210,7 @@ pub fn run(a: &Args) -> Result<()> {
         npy_samples: a.npy_samples,
     })?;
     println!(
-        "wrote {} (sha256 {}), golden {} ({} photos, tract vs tch max |diff| {:.2e})",
+        "wrote {} (sha256 {}), golden {} ({} photos, tract vs tch max |diff| of any view {:.2e})",
         a.out.display(),
         &g.model_sha256[..16],
         golden_path(&a.out).display(),
