@@ -153,6 +153,8 @@ impl Net {
 
     /// `x` plus the rounding noise of a uint8 tensor over its batch range (no gradient through
     /// the range; the noise passes the gradient unchanged, as a straight-through rounding would).
+    /// The step is the one `export::quantize::QParams::for_range` gives a calibrated range, kept
+    /// here as a tensor so that training on a GPU does not wait on a scalar per activation.
     fn quantization_noise(&self, x: Tensor, train: bool) -> Tensor {
         if !train || self.activation_noise <= 0.0 {
             return x;
