@@ -1,14 +1,17 @@
 //! Where the int8 error comes from: the fake-int8 simulation (the one `export --quantize`
 //! checks against the int8 file in tract) on the validation split, with one part at a time left in
 //! float: one block's weights, one block's activations, the head's weights, every depthwise or
-//! every dense convolution's weights, all weights, all activations.
+//! every dense convolution's weights, all weights, all activations, and one kind of tensor across
+//! the network (the stem's output, the expansion, depthwise or projection outputs, the residual
+//! sums, the last 1x1's output, the projection outputs and residual sums together).
 //!
 //! `source scripts/torch-env.sh; cargo run --release -p host-trainer --example quant_sensitivity -- RUN
 //! [--calib 100] [--threshold T (default: the run's eval-val target-sensitivity one)] [--top 15] [--empirical] [--calibration min-max|percentile|entropy] [--only-base] [--only "features.1 weights,head weights"]`
 //!
 //! Prints, for the whole int8 network and for each part left in float, the figures issue 4 bounds
-//! (p99 and max |int8 - float| of the TTA probability, decision agreement at the threshold) and the
-//! mean logit shift; then the greedy set of parts to leave in float until the bounds hold.
+//! (p99 and max |int8 - float| of the TTA probability, decision agreement at the threshold), the
+//! mean logit shift and the per-view logit noise (the standard deviation of the int8 - float
+//! logit over every view); then the greedy set of parts to leave in float until the bounds hold.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use host_trainer::export::qat::{
 };
 use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
 use host_trainer::export::run::{weights, Gap};
+use host_trainer::model::arch::ConvUnit;
 use tch::Device;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -52,27 +56,49 @@ fn enum_arg<T: clap::ValueEnum>(args: &[String], name: &str, default: T) -> Resu
     }
 }
 
-/// The bounds' figures and the mean logit difference.
+/// Which units of a block a kind of tensor takes.
+type Pick = fn(&ConvUnit) -> bool;
+
+/// The bounds' figures, the mean logit difference and the per-view logit noise.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
     gap: Gap,
     logit_shift: f64,
+    /// Standard deviation of the per-view int8 - float logit difference: an average over every
+    /// view, where the p99 of 83 photos is one photo's.
+    logit_noise: f64,
 }
 
-fn figures(float: &[f32], int8: &[f32], t: f32) -> Figures {
-    let logit = |p: f32| {
-        let p = p.clamp(1e-6, 1.0 - 1e-6);
-        (p / (1.0 - p)).ln() as f64
-    };
+fn logit(p: f32) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln() as f64
+}
+
+/// `float` / `int8`: TTA probabilities per photo; `*_views`: per view, views of a photo together.
+fn figures(
+    float: &[f32],
+    int8: &[f32],
+    float_views: &[f32],
+    int8_views: &[f32],
+    t: f32,
+) -> Figures {
     let shift = float
         .iter()
         .zip(int8)
         .map(|(a, b)| logit(*b) - logit(*a))
         .sum::<f64>()
         / float.len() as f64;
+    let d: Vec<f64> = float_views
+        .iter()
+        .zip(int8_views)
+        .map(|(a, b)| logit(*b) - logit(*a))
+        .collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / d.len() as f64;
     Figures {
         gap: Gap::of(float, int8, t),
         logit_shift: shift,
+        logit_noise: var.sqrt(),
     }
 }
 
@@ -122,10 +148,9 @@ fn main() -> Result<()> {
         .then(|| views_tensor(&photos, arch.input_size, &SEED_VIEWS))
         .transpose()?;
     let val = cache.split(Split::Val)?;
-    let float: Vec<f32> = predict_tta(&loaded.net, &val, &SEED_VIEWS, Device::Cpu, 4)?
-        .iter()
-        .map(|p| p.probability)
-        .collect();
+    let float_pred = predict_tta(&loaded.net, &val, &SEED_VIEWS, Device::Cpu, 4)?;
+    let float: Vec<f32> = float_pred.iter().map(|p| p.probability).collect();
+    let float_views: Vec<f32> = float_pred.iter().flat_map(|p| p.per_view.clone()).collect();
     let v = SEED_VIEWS.len();
     let val_photos: Vec<&[u8]> = (0..val.len()).map(|i| val.image(i)).collect();
     let xs = views_tensor(&val_photos, val.size, &SEED_VIEWS)?;
@@ -152,15 +177,16 @@ fn main() -> Result<()> {
             .chunks(v)
             .map(|c| c.iter().sum::<f32>() / v as f32)
             .collect();
-        Ok(figures(&float, &mean, t))
+        Ok(figures(&float, &mean, &float_views, &p, t))
     };
     let show = |name: &str, f: &Figures| {
         println!(
-            "| {name} | {:.4} | {:.4} | {:.1} % | {:+.3} |",
+            "| {name} | {:.4} | {:.4} | {:.1} % | {:+.3} | {:.3} |",
             f.gap.p99,
             f.gap.max,
             f.gap.agreement * 100.0,
-            f.logit_shift
+            f.logit_shift,
+            f.logit_noise
         )
     };
     println!(
@@ -169,7 +195,7 @@ fn main() -> Result<()> {
         photos.len(),
         if empirical { "empirical" } else { "analytic" }
     );
-    println!("| left in float | p99 | max | agreement | mean logit shift |\n|---|---|---|---|---|");
+    println!("| left in float | p99 | max | agreement | mean logit shift | per-view logit noise |\n|---|---|---|---|---|---|");
     let base = sim(&FloatParts::default())?;
     show("nothing (the int8 model)", &base);
     if args.iter().any(|a| a == "--only-base") {
@@ -248,6 +274,76 @@ fn main() -> Result<()> {
             },
         ));
     }
+    // One kind of tensor left unquantized across the network: which kind the activations'
+    // noise comes from. The stem's output and the last 1x1's (pooled) apart from the blocks'.
+    let (first, last) = (
+        arch.blocks.first().map(|b| b.name.clone()),
+        arch.blocks.last().map(|b| b.name.clone()),
+    );
+    let inner = || {
+        arch.blocks
+            .iter()
+            .filter(|b| Some(&b.name) != first.as_ref() && Some(&b.name) != last.as_ref())
+    };
+    let kinds: [(&str, Pick); 3] = [
+        ("expansion outputs", |u| u.relu6 && u.groups == 1),
+        ("depthwise outputs", |u| u.groups > 1),
+        ("projection outputs", |u| !u.relu6),
+    ];
+    for (name, pick) in &kinds {
+        candidates.push((
+            name.to_string(),
+            FloatParts {
+                activations: inner()
+                    .flat_map(|b| &b.units)
+                    .filter(|u| pick(u))
+                    .map(unit_key)
+                    .collect(),
+                ..Default::default()
+            },
+        ));
+    }
+    let ends = [("stem output", first), ("last 1x1 output", last)];
+    for (name, block) in ends {
+        candidates.push((
+            name.into(),
+            FloatParts {
+                activations: arch
+                    .blocks
+                    .iter()
+                    .filter(|b| Some(&b.name) == block.as_ref())
+                    .flat_map(|b| &b.units)
+                    .map(unit_key)
+                    .collect(),
+                ..Default::default()
+            },
+        ));
+    }
+    candidates.push((
+        "residual sums".into(),
+        FloatParts {
+            activations: arch
+                .blocks
+                .iter()
+                .filter(|b| b.residual)
+                .map(residual_key)
+                .collect(),
+            ..Default::default()
+        },
+    ));
+    // The signed tensors together: every linear projection's output and every residual sum.
+    let signed: HashSet<String> = candidates
+        .iter()
+        .filter(|(name, _)| name == "projection outputs" || name == "residual sums")
+        .flat_map(|(_, p)| p.activations.iter().cloned())
+        .collect();
+    candidates.push((
+        "projection outputs and residual sums".into(),
+        FloatParts {
+            activations: signed,
+            ..Default::default()
+        },
+    ));
     // `--only "A,B"`: just these candidates (by the names printed).
     if let Some(only) = args.iter().position(|a| a == "--only") {
         let names: Vec<&str> = args
@@ -281,7 +377,7 @@ fn main() -> Result<()> {
     }
 
     // Greedy: leave the best remaining part in float until the bounds hold (at most 10 parts).
-    println!("\nGreedy, cumulative:\n\n| + left in float | p99 | max | agreement | mean logit shift |\n|---|---|---|---|---|");
+    println!("\nGreedy, cumulative:\n\n| + left in float | p99 | max | agreement | mean logit shift | per-view logit noise |\n|---|---|---|---|---|---|");
     let mut acc = FloatParts::default();
     let mut f = base;
     for (name, parts, _) in scored.iter().take(10) {
