@@ -30,7 +30,7 @@ use host_trainer::export::qat::{
 };
 use host_trainer::export::quantize::{calibrate, calibration_indices, Calibration};
 use host_trainer::export::run::{weights, Gap};
-use host_trainer::model::arch::ConvUnit;
+use host_trainer::model::arch::{Block, ConvUnit};
 use tch::Device;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -56,7 +56,11 @@ fn enum_arg<T: clap::ValueEnum>(args: &[String], name: &str, default: T) -> Resu
     }
 }
 
-/// Which units of a block a kind of tensor takes.
+/// The columns after the first of the tables `show` writes rows of.
+const COLUMNS: &str =
+    "| p99 | max | agreement | mean logit shift | per-view logit noise |\n|---|---|---|---|---|---|";
+
+/// Which units of the blocks a kind of tensor takes.
 type Pick = fn(&ConvUnit) -> bool;
 
 /// The bounds' figures, the mean logit difference and the per-view logit noise.
@@ -195,7 +199,7 @@ fn main() -> Result<()> {
         photos.len(),
         if empirical { "empirical" } else { "analytic" }
     );
-    println!("| left in float | p99 | max | agreement | mean logit shift | per-view logit noise |\n|---|---|---|---|---|---|");
+    println!("| left in float {COLUMNS}");
     let base = sim(&FloatParts::default())?;
     show("nothing (the int8 model)", &base);
     if args.iter().any(|a| a == "--only-base") {
@@ -276,74 +280,51 @@ fn main() -> Result<()> {
     }
     // One kind of tensor left unquantized across the network: which kind the activations'
     // noise comes from. The stem's output and the last 1x1's (pooled) apart from the blocks'.
-    let (first, last) = (
-        arch.blocks.first().map(|b| b.name.clone()),
-        arch.blocks.last().map(|b| b.name.clone()),
-    );
-    let inner = || {
-        arch.blocks
+    let n = arch.blocks.len();
+    let inner = arch.blocks.get(1..n.saturating_sub(1)).unwrap_or_default();
+    let outputs = |blocks: &[Block], pick: Pick| -> HashSet<String> {
+        blocks
             .iter()
-            .filter(|b| Some(&b.name) != first.as_ref() && Some(&b.name) != last.as_ref())
+            .flat_map(|b| &b.units)
+            .filter(|u| pick(u))
+            .map(unit_key)
+            .collect()
     };
-    let kinds: [(&str, Pick); 3] = [
-        ("expansion outputs", |u| u.relu6 && u.groups == 1),
-        ("depthwise outputs", |u| u.groups > 1),
-        ("projection outputs", |u| !u.relu6),
+    let projections = outputs(inner, |u| !u.relu6);
+    let sums: HashSet<String> = arch
+        .blocks
+        .iter()
+        .filter(|b| b.residual)
+        .map(residual_key)
+        .collect();
+    let kinds = [
+        (
+            "expansion outputs",
+            outputs(inner, |u| u.relu6 && u.groups == 1),
+        ),
+        ("depthwise outputs", outputs(inner, |u| u.groups > 1)),
+        ("projection outputs", projections.clone()),
+        ("stem output", outputs(&arch.blocks[..n.min(1)], |_| true)),
+        (
+            "last 1x1 output",
+            outputs(&arch.blocks[n.saturating_sub(1)..], |_| true),
+        ),
+        ("residual sums", sums.clone()),
+        // The signed tensors together: every linear projection's output and every residual sum.
+        (
+            "projection outputs and residual sums",
+            projections.union(&sums).cloned().collect(),
+        ),
     ];
-    for (name, pick) in &kinds {
-        candidates.push((
-            name.to_string(),
-            FloatParts {
-                activations: inner()
-                    .flat_map(|b| &b.units)
-                    .filter(|u| pick(u))
-                    .map(unit_key)
-                    .collect(),
-                ..Default::default()
-            },
-        ));
-    }
-    let ends = [("stem output", first), ("last 1x1 output", last)];
-    for (name, block) in ends {
+    for (name, activations) in kinds {
         candidates.push((
             name.into(),
             FloatParts {
-                activations: arch
-                    .blocks
-                    .iter()
-                    .filter(|b| Some(&b.name) == block.as_ref())
-                    .flat_map(|b| &b.units)
-                    .map(unit_key)
-                    .collect(),
+                activations,
                 ..Default::default()
             },
         ));
     }
-    candidates.push((
-        "residual sums".into(),
-        FloatParts {
-            activations: arch
-                .blocks
-                .iter()
-                .filter(|b| b.residual)
-                .map(residual_key)
-                .collect(),
-            ..Default::default()
-        },
-    ));
-    // The signed tensors together: every linear projection's output and every residual sum.
-    let signed: HashSet<String> = candidates
-        .iter()
-        .filter(|(name, _)| name == "projection outputs" || name == "residual sums")
-        .flat_map(|(_, p)| p.activations.iter().cloned())
-        .collect();
-    candidates.push((
-        "projection outputs and residual sums".into(),
-        FloatParts {
-            activations: signed,
-            ..Default::default()
-        },
-    ));
     // `--only "A,B"`: just these candidates (by the names printed).
     if let Some(only) = args.iter().position(|a| a == "--only") {
         let names: Vec<&str> = args
@@ -377,7 +358,7 @@ fn main() -> Result<()> {
     }
 
     // Greedy: leave the best remaining part in float until the bounds hold (at most 10 parts).
-    println!("\nGreedy, cumulative:\n\n| + left in float | p99 | max | agreement | mean logit shift | per-view logit noise |\n|---|---|---|---|---|---|");
+    println!("\nGreedy, cumulative:\n\n| + left in float {COLUMNS}");
     let mut acc = FloatParts::default();
     let mut f = base;
     for (name, parts, _) in scored.iter().take(10) {
