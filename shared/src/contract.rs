@@ -102,7 +102,8 @@ pub struct DataSummary {
 pub enum Precision {
     #[default]
     Float32,
-    /// Static int8: int8 weights, uint8 activations.
+    /// Static int8: int8 weights, uint8 activations (a file exported with `--wide-streams` holds
+    /// its residual streams at 16 bits, as two uint8 planes; its ONNX doc string says so).
     Int8,
 }
 

@@ -383,6 +383,7 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         streams_headroom: 2.0,
         weight_rounding: WeightRounding::Gptq,
         calib_jitter: false,
+        wide_streams: false,
     };
     let golden = export(&ExportOptions {
         out: int8.clone(),
@@ -407,6 +408,25 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         16 * drscreen_core::SEED_VIEWS.len(),
         "{correction:?}"
     );
+
+    // The same with the residual streams at 16 bits (two uint8 planes): the edge runs the file
+    // the export checked, and it is still under a third of the float file.
+    let wide = dir.path().join("fresh-wide.onnx");
+    let golden = export(&ExportOptions {
+        out: wide.clone(),
+        quantize: Some(QuantOptions {
+            wide_streams: true,
+            ..quant.clone()
+        }),
+        ..options.clone()
+    })
+    .unwrap();
+    let report = golden.quantization.clone().unwrap();
+    assert!(report.wide_streams, "{report:?}");
+    let c = check_golden_int8(&wide, &golden);
+    eprintln!("fresh int8 model, 16-bit streams: {c:?}; validation {report:?}");
+    assert_edge_is_the_export(&c);
+    assert!(report.int8_bytes * 3 < report.float_bytes, "{report:?}");
 
     // The same, fine-tuned with its quantization (QAT): the file the edge runs is the one the
     // export checked, and the fine-tuning reports what it did.
@@ -472,6 +492,22 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
                 ..quant.clone()
             },
             "--float-weights with --qat-epochs",
+        ),
+        (
+            QuantOptions {
+                wide_streams: true,
+                qat: Some(QatOptions::default()),
+                ..quant.clone()
+            },
+            "--wide-streams with --qat-epochs",
+        ),
+        (
+            QuantOptions {
+                wide_streams: true,
+                form: Form::QLinearConv,
+                ..quant.clone()
+            },
+            "convinteger forms only",
         ),
     ] {
         let t0 = std::time::Instant::now();

@@ -108,6 +108,11 @@ pub struct Args {
     /// cameras' do (with --quantize).
     #[arg(long, requires = "quantize")]
     pub calib_jitter: bool,
+    /// Hold the residual streams' tensors (every projection's output and every residual sum,
+    /// the network's signed tensors) at 16 bits, as two uint8 planes that the 1x1 convolutions
+    /// reading them run as one ConvInteger each (with --quantize, convinteger forms).
+    #[arg(long, requires = "quantize")]
+    pub wide_streams: bool,
     /// Golden photos whose preprocessed inputs go into NAME.golden-inputs.npy.
     #[arg(long, default_value_t = 16)]
     pub npy_samples: usize,
@@ -206,6 +211,7 @@ pub fn run(a: &Args) -> Result<()> {
             streams_headroom: a.streams_headroom.unwrap_or(a.equalize_headroom),
             weight_rounding: a.weight_rounding,
             calib_jitter: a.calib_jitter,
+            wide_streams: a.wide_streams,
         }),
         npy_samples: a.npy_samples,
     })?;

@@ -20,7 +20,9 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::gptq::{gptq_weights, InputStats, WeightRounding};
 use super::onnx::{fold_conv, head_layers, residual_key, store_folded, unit_key, Weights};
-use super::quantize::{quantize_unit, quantize_weights, Calibrated, Form, QParams, INPUT_KEY};
+use super::quantize::{
+    quantize_unit, quantize_weights, unit_output_params, Calibrated, Form, QParams, INPUT_KEY,
+};
 use crate::data::cache::SplitData;
 use crate::model::arch::{Arch, ConvUnit};
 use crate::model::net::Net;
@@ -86,9 +88,9 @@ pub struct QatReport {
     pub seconds: f64,
 }
 
-/// What the simulation leaves in float, for a sensitivity sweep ([`fake_int8_probability`]):
-/// nothing by default (the int8 model as the default form writes it; see
-/// [`FloatParts::written`]).
+/// What the simulation leaves in float or holds at 16 bits, for a sensitivity sweep
+/// ([`fake_int8_probability`]): nothing by default (the int8 model as the default form writes
+/// it; see [`FloatParts::written`]).
 #[derive(Debug, Clone, Default)]
 pub struct FloatParts {
     /// Convolutions (by [`unit_key`]) whose weights stay float (and get no bias correction).
@@ -100,6 +102,9 @@ pub struct FloatParts {
     /// The residual blocks' projections go into their sums in float, unquantized
     /// ([`Form::ConvIntegerFloatSums`]).
     pub float_sums: bool,
+    /// Tensors (by [`unit_key`] / [`residual_key`]) quantized to 16 bits, not 8
+    /// ([`super::quantize::Exceptions::wide`]).
+    pub wide: HashSet<String>,
 }
 
 impl FloatParts {
@@ -143,8 +148,9 @@ impl QUnit {
         )
     }
 
-    /// The weights as the int8 model holds them, for bias `b` and input scale `x_scale`.
-    fn weights_at(&self, b: &Tensor, x_scale: f32) -> Tensor {
+    /// The weights as the int8 model holds them, for bias `b` held in int32 at input scale
+    /// `x_scale` (or in float, `None`; see [`QParams::bias_step`]).
+    fn weights_at(&self, b: &Tensor, x_scale: Option<f32>) -> Tensor {
         if self.quant_w {
             fake_quant_weights(&self.w, b, x_scale)
         } else {
@@ -177,7 +183,7 @@ struct Student {
 }
 
 fn fake_quant(x: &Tensor, p: QParams) -> Tensor {
-    x.fake_quantize_per_tensor_affine(p.scale as f64, p.zero_point as i64, 0, 255)
+    x.fake_quantize_per_tensor_affine(p.scale as f64, p.zero(), 0, p.top())
 }
 
 impl Student {
@@ -201,7 +207,7 @@ impl Student {
         // the student starts from with `analytic` (the post-training model's, see quantize.rs);
         // without it, `w`'s biases already carry their correction.
         let mut input_key = INPUT_KEY.to_string();
-        let mut x_scale = 2.0 / 255.0;
+        let mut x_scale = Some(2.0 / 255.0);
         for block in &arch.blocks {
             let mut units = Vec::new();
             for u in &block.units {
@@ -230,14 +236,10 @@ impl Student {
                     &format!("{}_b", u.conv.replace('.', "_")),
                     &Tensor::from_slice(&bf),
                 );
-                let (lo, hi) = range(&unit_key(u))?;
-                let out = if u.relu6 {
-                    QParams::for_range(0.0, hi.min(6.0))
-                } else {
-                    QParams::for_range(lo, hi)
-                };
+                let out =
+                    unit_output_params(u, range(&unit_key(u))?, float.wide.contains(&unit_key(u)));
                 input_key = unit_key(u);
-                x_scale = out.scale;
+                x_scale = out.bias_step();
                 units.push(QUnit {
                     spec: u.clone(),
                     w: wt,
@@ -250,8 +252,8 @@ impl Student {
             let residual = if block.residual {
                 let (lo, hi) = range(&residual_key(block))?;
                 input_key = residual_key(block);
-                let p = QParams::for_range(lo, hi);
-                x_scale = p.scale;
+                let p = QParams::for_tensor(lo, hi, float.wide.contains(&residual_key(block)));
+                x_scale = p.bias_step();
                 Some(QResidual {
                     out: p,
                     quantized: !float.activations.contains(&residual_key(block)),
@@ -301,19 +303,19 @@ impl Student {
     fn features(&self, xs: &Tensor) -> Tensor {
         let mut x = xs * 2.0 - 1.0;
         // The input's scale (the photo's pixels, read with scale 2/255; see quantize.rs).
-        let mut x_scale = 2.0 / 255.0;
+        let mut x_scale = Some(2.0 / 255.0);
         for (units, residual) in &self.blocks {
             let input = x.shallow_clone();
             for u in units {
                 x = u.output(u.conv(&x, &u.weights_at(&u.b, x_scale), &u.b));
-                x_scale = u.out.scale;
+                x_scale = u.out.bias_step();
             }
             if let Some(r) = residual {
                 x += input;
                 if r.quantized {
                     x = fake_quant(&x, r.out);
                 }
-                x_scale = r.out.scale;
+                x_scale = r.out.bias_step();
             }
         }
         x.mean_dim(&[2i64, 3][..], false, Kind::Float)
@@ -341,18 +343,21 @@ impl Student {
 
 /// Per output channel of weights `w` with bias `b` at input scale `x_scale`: the step
 /// `max|w| / 127`, and the floor that keeps the int32 bias within 2^24 (`bias_floor` in
-/// quantize.rs). The exporter's step is the larger.
-fn step_and_floor(w: &Tensor, b: &Tensor, x_scale: f32) -> (Tensor, Tensor) {
+/// quantize.rs; zero for a float bias, `None`). The exporter's step is the larger.
+fn step_and_floor(w: &Tensor, b: &Tensor, x_scale: Option<f32>) -> (Tensor, Tensor) {
     let rows = w.size()[0];
     (
         w.abs().view([rows, -1]).amax([1i64].as_slice(), false) / 127.0,
-        b.abs() / (x_scale as f64 * (1u64 << 24) as f64),
+        match x_scale {
+            Some(x_scale) => b.abs() / (x_scale as f64 * (1u64 << 24) as f64),
+            None => b.zeros_like(),
+        },
     )
 }
 
 /// Per-output-channel symmetric int8 fake quantization with the scales the exporter uses
 /// (`max|w| / 127`, floored so the int32 bias fits; see `quantize_weights` and `bias_floor`).
-fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: f32) -> Tensor {
+fn fake_quant_weights(w: &Tensor, b: &Tensor, x_scale: Option<f32>) -> Tensor {
     let rows = w.size()[0];
     let scale = tch::no_grad(|| {
         let (step, floor) = step_and_floor(w, b, x_scale);
@@ -447,7 +452,7 @@ pub fn empirical_bias_correction(
                 (x.shallow_clone(), x)
             })
             .collect();
-        let mut x_scale = 2.0 / 255.0;
+        let mut x_scale = Some(2.0 / 255.0);
         for (units, residual) in &mut student.blocks {
             let inputs: Vec<(Tensor, Tensor)> = xs
                 .iter()
@@ -497,7 +502,7 @@ pub fn empirical_bias_correction(
                     // by Newton steps on the shift (the slope: the share of values between
                     // the clamps).
                     let top = if u.quant_out {
-                        255.0 * u.out.scale as f64
+                        (u.out.top() - u.out.zero()) as f64 * u.out.scale as f64
                     } else {
                         6.0
                     };
@@ -533,7 +538,7 @@ pub fn empirical_bias_correction(
                     .map(|((_, q), yf)| (float(yf), u.output(u.conv(q, &wq, &b))))
                     .collect();
                 u.b = b;
-                x_scale = u.out.scale;
+                x_scale = u.out.bias_step();
             }
             if let Some(r) = residual {
                 xs = xs
@@ -549,7 +554,7 @@ pub fn empirical_bias_correction(
                         (f + fi, q)
                     })
                     .collect();
-                x_scale = r.out.scale;
+                x_scale = r.out.bias_step();
             }
         }
         Ok(())
@@ -683,7 +688,7 @@ pub fn distill(
 mod tests {
     use super::*;
     use crate::export::equalize::{equalize, Equalization};
-    use crate::export::quantize::{calibrate, int8_model, Calibration};
+    use crate::export::quantize::{calibrate, int8_model, stream_keys, Calibration, Exceptions};
     use crate::export::run::var_weights;
     use drscreen_core::SEED_VIEWS;
     use prost::Message;
@@ -834,7 +839,15 @@ mod tests {
                 .unwrap()
                 .try_into()
                 .unwrap();
-        let (worst, float_gap) = int8_file_gaps(&net, &tuned, &cal, &xs, &fake, Form::ConvInteger);
+        let (worst, float_gap) = int8_file_gaps(
+            &net,
+            &tuned,
+            &cal,
+            &xs,
+            &fake,
+            Form::ConvInteger,
+            &Exceptions::default(),
+        );
         eprintln!("fake-int8 vs int8 in tract {worst:.2e}; float vs int8 {float_gap:.2e}");
         // The simulation is much closer to the int8 model than the float network is.
         assert!(
@@ -863,7 +876,10 @@ mod tests {
             &cal,
             Form::ConvInteger,
             true,
-            &parts.weights,
+            &Exceptions {
+                float_weights: parts.weights.clone(),
+                ..Default::default()
+            },
             vec![],
         )
         .unwrap();
@@ -911,7 +927,10 @@ mod tests {
             &cal,
             Form::ConvInteger,
             true,
-            &stem.weights,
+            &Exceptions {
+                float_weights: stem.weights,
+                ..Default::default()
+            },
             vec![],
         );
         assert!(format!("{:#}", err.unwrap_err()).contains("first convolution"));
@@ -1035,7 +1054,15 @@ mod tests {
             .unwrap()
             .try_into()
             .unwrap();
-        int8_file_gaps(net, w, cal, xs, &sim, Form::ConvInteger)
+        int8_file_gaps(
+            net,
+            w,
+            cal,
+            xs,
+            &sim,
+            Form::ConvInteger,
+            &Exceptions::default(),
+        )
     }
 
     /// GPTQ rounding (both kinds) inside the empirical correction: the file written from its
@@ -1180,7 +1207,8 @@ mod tests {
                 .unwrap()
                 .try_into()
                 .unwrap();
-            let (worst, float_gap) = int8_file_gaps(&net, &w, &cal, &xs, &sim, form);
+            let (worst, float_gap) =
+                int8_file_gaps(&net, &w, &cal, &xs, &sim, form, &Exceptions::default());
             eprintln!("{form:?}: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
             // The amplified net shows the quantization (0.12 from the float network); the
             // file is the simulation up to float32 rounding.
@@ -1219,8 +1247,16 @@ mod tests {
             (Form::ConvInteger, residuals),
             (Form::ConvIntegerFloatSums, 0),
         ] {
-            let proto =
-                int8_model(&net.arch, &w, &cal, form, false, &HashSet::new(), vec![]).unwrap();
+            let proto = int8_model(
+                &net.arch,
+                &w,
+                &cal,
+                form,
+                false,
+                &Exceptions::default(),
+                vec![],
+            )
+            .unwrap();
             let graph = proto.graph.as_ref().unwrap();
             let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
             assert_eq!((ops("ConvInteger"), ops("QLinearConv")), (units, 0));
@@ -1237,9 +1273,91 @@ mod tests {
         }
     }
 
-    /// The int8 file (in `form`) written from `checkpoint` without bias correction, run in tract
-    /// on the test net's views `xs` (photo by photo): (max |file - `sim`|, max |file - float
-    /// network|).
+    /// `--wide-streams` writes what the simulation holds at 16 bits: the file runs in tract as
+    /// the simulation does, each 1x1 convolution that reads a stream tensor is two
+    /// `ConvInteger`s (one per uint8 plane), no stream tensor is a `QuantizeLinear`, and the
+    /// 16-bit streams take most of the int8 error out of the pooled features. Other forms and
+    /// tensors are refused.
+    #[test]
+    fn wide_streams_are_written_as_the_simulation_holds_them() {
+        let (vs, net, photos, xs) = test_net(3, true);
+        let (w, cal) = calibrated(&vs, &net, &photos);
+        let wide = Exceptions {
+            wide: stream_keys(&net.arch),
+            ..Default::default()
+        };
+        let parts = FloatParts {
+            wide: wide.wide.clone(),
+            ..FloatParts::written(Form::ConvInteger)
+        };
+        let sim: Vec<f32> = fake_int8_probability(&net, &w, &cal, &xs, &parts, false)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let (worst, float_gap) =
+            int8_file_gaps(&net, &w, &cal, &xs, &sim, Form::ConvInteger, &wide);
+        eprintln!("wide streams: simulation vs file {worst:.2e}; float vs file {float_gap:.2e}");
+        assert!(worst < 1e-5, "simulation vs file {worst}");
+
+        // The pooled features (the amplified net's probabilities saturate on most views).
+        let float = tch::no_grad(|| net.features(&xs, false));
+        let gap = |parts: &FloatParts| {
+            let svs = nn::VarStore::new(Device::Cpu);
+            let st = Student::new(&svs.root(), &net.arch, &w, &cal, false, parts, false).unwrap();
+            let f = tch::no_grad(|| st.features(&xs));
+            (f - &float)
+                .square()
+                .mean(Kind::Float)
+                .sqrt()
+                .double_value(&[])
+        };
+        let (narrow, wide_gap) = (gap(&FloatParts::default()), gap(&parts));
+        eprintln!("pooled features' rms error: uint8 streams {narrow:.3e}, 16-bit {wide_gap:.3e}");
+        assert!(
+            wide_gap < 0.8 * narrow,
+            "16-bit streams {wide_gap} vs uint8 {narrow}"
+        );
+
+        let proto =
+            int8_model(&net.arch, &w, &cal, Form::ConvInteger, false, &wide, vec![]).unwrap();
+        let graph = proto.graph.as_ref().unwrap();
+        let ops = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+        let units = net.arch.units().count();
+        // Each projection's output is read by the next block's first (1x1) convolution.
+        let projections = net.arch.units().filter(|u| !u.relu6).count();
+        assert_eq!(ops("ConvInteger"), units + projections);
+        assert_eq!(
+            ops("Floor"),
+            projections,
+            "one pair of planes per stream tensor read"
+        );
+        // The input and the ReLU6 outputs are uint8; the streams are rounded by Round/Clip.
+        assert_eq!(ops("QuantizeLinear"), 1 + units - projections);
+        assert_eq!(ops("Round"), wide.wide.len());
+        // Only the pooling and the head dequantize.
+        assert_eq!(ops("DequantizeLinear"), 1 + net.arch.head.hidden.len() + 1);
+
+        let err = int8_model(&net.arch, &w, &cal, Form::QLinearConv, false, &wide, vec![]);
+        assert!(format!("{:#}", err.unwrap_err()).contains("ConvInteger forms only"));
+        let stem_out = Exceptions {
+            wide: [unit_key(net.arch.units().next().unwrap())].into(),
+            ..Default::default()
+        };
+        let err = int8_model(
+            &net.arch,
+            &w,
+            &cal,
+            Form::ConvInteger,
+            false,
+            &stem_out,
+            vec![],
+        );
+        assert!(format!("{:#}", err.unwrap_err()).contains("only the residual streams"));
+    }
+
+    /// The int8 file (in `form`, with `exceptions`) written from `checkpoint` without bias
+    /// correction, run in tract on the test net's views `xs` (photo by photo): (max |file -
+    /// `sim`|, max |file - float network|).
     fn int8_file_gaps(
         net: &Net,
         checkpoint: &Weights,
@@ -1247,18 +1365,11 @@ mod tests {
         xs: &Tensor,
         sim: &[f32],
         form: Form,
+        exceptions: &Exceptions,
     ) -> (f32, f32) {
         let size = net.arch.input_size;
-        let proto = int8_model(
-            &net.arch,
-            checkpoint,
-            cal,
-            form,
-            false,
-            &HashSet::new(),
-            vec![],
-        )
-        .unwrap();
+        let proto =
+            int8_model(&net.arch, checkpoint, cal, form, false, exceptions, vec![]).unwrap();
         let plan = tract_views_plan(&proto, size);
         let float: Vec<f32> = tch::no_grad(|| net.probability(xs)).try_into().unwrap();
         let per = SEED_VIEWS.len();

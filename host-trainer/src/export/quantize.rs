@@ -373,11 +373,15 @@ fn entropy_clip(hist: &[u64], amax: f32, levels: usize) -> f32 {
     amax * best.1 as f32 / n as f32
 }
 
-/// Scale and zero point of a uint8 tensor.
+/// Scale and zero point of a uint8 tensor, or of a 16-bit one (see [`Exceptions::wide`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QParams {
     pub scale: f32,
+    /// The uint8 zero point; of a 16-bit tensor, its high plane's (the tensor's is 256 times
+    /// it, so that its low plane's is 0).
     pub zero_point: u8,
+    /// 16 bits, `0..=65535`, instead of 8.
+    pub wide: bool,
 }
 
 impl QParams {
@@ -389,14 +393,101 @@ impl QParams {
             return QParams {
                 scale: 1.0,
                 zero_point: 0,
+                wide: false,
             };
         }
         let scale = (hi - lo) / 255.0;
         QParams {
             scale,
             zero_point: (-lo / scale).round().clamp(0.0, 255.0) as u8,
+            wide: false,
         }
     }
+
+    /// 16-bit parameters covering `[lo, hi]` (widened to hold 0) with a zero point that is a
+    /// multiple of 256: 255 of the 65,536 steps go to that, so the range is over 65,280 steps.
+    pub fn for_range_wide(lo: f32, hi: f32) -> Self {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        if hi - lo <= f32::EPSILON {
+            return QParams {
+                scale: 1.0,
+                zero_point: 0,
+                wide: true,
+            };
+        }
+        let scale = (hi - lo) / (65535.0 - 255.0);
+        QParams {
+            scale,
+            // Rounded up: `256 * zero_point` steps hold `lo`, and the rest hold `hi`.
+            zero_point: (-lo / scale / 256.0).ceil().clamp(0.0, 255.0) as u8,
+            wide: true,
+        }
+    }
+
+    /// The parameters of a tensor calibrated to `[lo, hi]`, at 16 bits if `wide`.
+    pub fn for_tensor(lo: f32, hi: f32, wide: bool) -> Self {
+        if wide {
+            Self::for_range_wide(lo, hi)
+        } else {
+            Self::for_range(lo, hi)
+        }
+    }
+
+    /// The largest quantized value (the smallest is 0).
+    pub fn top(&self) -> i64 {
+        if self.wide {
+            65535
+        } else {
+            255
+        }
+    }
+
+    /// The quantized value that stands for 0.
+    pub fn zero(&self) -> i64 {
+        if self.wide {
+            256 * self.zero_point as i64
+        } else {
+            self.zero_point as i64
+        }
+    }
+
+    /// The scale of the int32 bias of a convolution that reads this tensor (`scale * w_scale`
+    /// per channel), or `None` where the bias stays float: a 16-bit input's convolution sums
+    /// its two planes in float (see the module doc).
+    pub fn bias_step(&self) -> Option<f32> {
+        (!self.wide).then_some(self.scale)
+    }
+}
+
+/// The quantization of unit `u`'s output calibrated to `[lo, hi]`: a ReLU6's range is
+/// `[0, min(6, hi)]`, so the uint8 saturation is the activation.
+pub fn unit_output_params(u: &ConvUnit, (lo, hi): (f32, f32), wide: bool) -> QParams {
+    if u.relu6 {
+        QParams::for_tensor(0.0, hi.min(6.0), wide)
+    } else {
+        QParams::for_tensor(lo, hi, wide)
+    }
+}
+
+/// What an int8 file leaves out of its uint8 activations and int8 weights.
+#[derive(Debug, Clone, Default)]
+pub struct Exceptions {
+    /// Convolutions (by [`unit_key`]) written with float weights between uint8 activations.
+    pub float_weights: HashSet<String>,
+    /// Tensors (by [`unit_key`] / [`residual_key`]) held at 16 bits (see the module doc).
+    pub wide: HashSet<String>,
+}
+
+/// The keys of the residual streams' tensors: every projection's output and every residual
+/// sum, the network's signed tensors, whose uint8 rounding is two thirds of the int8 model's
+/// activation noise (models/README.md). Only 1x1 convolutions and residual sums read them.
+pub fn stream_keys(arch: &Arch) -> HashSet<String> {
+    // The projections are the backbone's linear (no ReLU6) convolutions.
+    arch.units()
+        .filter(|u| !u.relu6)
+        .map(unit_key)
+        .chain(arch.blocks.iter().filter(|b| b.residual).map(residual_key))
+        .collect()
 }
 
 /// Symmetric per-output-channel int8 weights: (values, one scale per row of `per` values). A
@@ -420,21 +511,26 @@ pub fn quantize_weights(w: &[f32], rows: usize, floor: &[f32]) -> (Vec<i8>, Vec<
 
 /// Smallest weight scale per channel that keeps the int32 bias (`bias / (x_scale * w_scale)`)
 /// within 2^24: a channel whose BatchNorm all but switched it off has near-zero weights and a
-/// bias of ordinary size.
-fn bias_floor(bias: &[f32], x_scale: f32) -> Vec<f32> {
-    bias.iter()
-        .map(|b| b.abs() / (x_scale * (1 << 24) as f32))
-        .collect()
+/// bias of ordinary size. None where the bias stays float ([`QParams::bias_step`]).
+fn bias_floor(bias: &[f32], x_scale: Option<f32>) -> Vec<f32> {
+    match x_scale {
+        Some(x_scale) => bias
+            .iter()
+            .map(|b| b.abs() / (x_scale * (1 << 24) as f32))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
-/// A unit's per-channel int8 weights at input scale `x_scale` (values, scales), and the mean
-/// error their rounding adds to each output channel, for bias correction: `sum((Wq - W) * E[x])`
-/// from the per-channel means of the unit's input (zeros without them).
+/// A unit's per-channel int8 weights for an int32 bias at input scale `x_scale` (or a float
+/// bias, `None`): (values, scales), and the mean error their rounding adds to each output
+/// channel, for bias correction: `sum((Wq - W) * E[x])` from the per-channel means of the
+/// unit's input (zeros without them).
 pub fn quantize_unit(
     u: &ConvUnit,
     w: &[f32],
     bias: &[f32],
-    x_scale: f32,
+    x_scale: Option<f32>,
     mean_in: Option<&[f32]>,
 ) -> Result<(Vec<i8>, Vec<f32>, Vec<f32>)> {
     let (wq, ws) = quantize_weights(w, u.cout, &bias_floor(bias, x_scale));
@@ -499,11 +595,13 @@ pub struct Int8Emit<'a> {
     /// Take the mean error of the weight rounding out of each bias (off for weights that were
     /// fine-tuned with their rounding, see [`super::qat`]).
     bias_correction: bool,
-    /// Convolutions (by [`unit_key`]) written with float weights between uint8 activations.
-    float_weights: &'a HashSet<String>,
+    /// Float weights and 16-bit tensors.
+    exceptions: &'a Exceptions,
     /// Convolutions (by [`unit_key`]) whose float output goes into a residual sum unquantized
     /// ([`Form::sums_projections_in_float`]).
     float_outputs: HashSet<String>,
+    /// The uint8 planes (high, low) of each 16-bit tensor written so far.
+    planes: HashMap<String, (String, String)>,
 }
 
 impl<'a> Int8Emit<'a> {
@@ -512,7 +610,7 @@ impl<'a> Int8Emit<'a> {
         cal: &'a Calibrated,
         form: Form,
         bias_correction: bool,
-        float_weights: &'a HashSet<String>,
+        exceptions: &'a Exceptions,
     ) -> Self {
         let float_outputs = if form.sums_projections_in_float() {
             arch.blocks
@@ -524,8 +622,9 @@ impl<'a> Int8Emit<'a> {
         };
         Int8Emit {
             bias_correction,
-            float_weights,
+            exceptions,
             float_outputs,
+            planes: HashMap::new(),
             cal,
             source: HashMap::new(),
             form,
@@ -601,6 +700,24 @@ impl<'a> Int8Emit<'a> {
         hint: &str,
         prescaled: bool,
     ) -> Result<String> {
+        if p.wide {
+            // A 16-bit tensor is held as its float steps from the zero point, `round(x / scale)`
+            // within `[-zero, 65535 - zero]` (a multiplication by the reciprocal, as
+            // `QuantizeLinear` in tract and torch's fake quantization compute it).
+            let x = if prescaled {
+                x.to_string()
+            } else {
+                let recip = g.scalar_f32(&format!("{hint}.recip_{:e}", p.scale), p.scale.recip());
+                g.node("Mul", &[x, &recip], vec![], "scaled")
+            };
+            let r = g.node("Round", &[&x], vec![], "round");
+            let zero = p.zero() as f32;
+            let lo = g.scalar_f32(&format!("steps_min_{zero}"), -zero);
+            let hi = g.scalar_f32(&format!("steps_max_{zero}"), p.top() as f32 - zero);
+            let y = g.node("Clip", &[&r, &lo, &hi], vec![], hint);
+            self.q.insert(y.clone(), p);
+            return Ok(y);
+        }
         let y = g.fresh(hint);
         self.q.insert(y.clone(), p);
         let s = if prescaled {
@@ -620,8 +737,38 @@ impl<'a> Int8Emit<'a> {
     }
 
     fn dequantize(&mut self, g: &mut Graph, x: &str) -> Result<String> {
+        if self.params(x)?.wide {
+            let s = self.scale_init(g, x)?;
+            return Ok(g.node("Mul", &[x, &s], vec![], "dq"));
+        }
         let (s, z) = self.qparam_inits(g, x)?;
         Ok(g.node("DequantizeLinear", &[x, &s, &z], vec![], "dq"))
+    }
+
+    /// The two uint8 planes of 16-bit tensor `x`: `q = 256 * high + low` with `q` its value
+    /// from 0 to 65535, so the high plane's zero point is the tensor's over 256 and the low
+    /// plane's 0. Every step is exact in float32.
+    fn planes(&mut self, g: &mut Graph, x: &str) -> Result<(String, String)> {
+        if let Some(p) = self.planes.get(x) {
+            return Ok(p.clone());
+        }
+        let p = self.params(x)?;
+        ensure!(p.wide, "{x} is not a 16-bit tensor");
+        let zero = g.scalar_f32(&format!("{x}.zero16"), p.zero() as f32);
+        let q = g.node("Add", &[x, &zero], vec![], "q16");
+        let inv = g.scalar_f32("plane.inv256", 1.0 / 256.0);
+        let c256 = g.scalar_f32("plane.256", 256.0);
+        let high = g.node("Mul", &[&q, &inv], vec![], "q16_over_256");
+        let high = g.node("Floor", &[&high], vec![], "high");
+        let top = g.node("Mul", &[&high, &c256], vec![], "high_256");
+        let low = g.node("Sub", &[&q, &top], vec![], "low");
+        let to_u8 = vec![attr_int("to", DataType::Uint8 as i64)];
+        let planes = (
+            g.node("Cast", &[&high], to_u8.clone(), "high_u8"),
+            g.node("Cast", &[&low], to_u8, "low_u8"),
+        );
+        self.planes.insert(x.to_string(), planes.clone());
+        Ok(planes)
     }
 
     /// `x` in real units: dequantized if it is a uint8 tensor, as it is if it was kept in float.
@@ -670,6 +817,7 @@ impl Int8Emit<'_> {
             QParams {
                 scale: 2.0 / 255.0,
                 zero_point: 128,
+                wide: false,
             },
         );
         self.stem_shift = Some(1.0 / 255.0);
@@ -692,19 +840,15 @@ impl Emit for Int8Emit<'_> {
         w: Vec<f32>,
         bias: Vec<f32>,
     ) -> Result<String> {
-        let (lo, hi) = self.range(&unit_key(u))?;
-        let yq = if u.relu6 {
-            QParams::for_range(0.0, hi.min(6.0))
-        } else {
-            QParams::for_range(lo, hi)
-        };
+        let wide_out = self.exceptions.wide.contains(&unit_key(u));
+        let yq = unit_output_params(u, self.range(&unit_key(u))?, wide_out);
         let float_out = self.float_outputs.contains(&unit_key(u));
         ensure!(
             !(float_out && u.relu6),
             "{}: a projection with a ReLU6 cannot keep its output in float",
             u.conv
         );
-        if self.float_weights.contains(&unit_key(u)) {
+        if self.exceptions.float_weights.contains(&unit_key(u)) {
             // Float weights between uint8 activations: DequantizeLinear -> Conv -> QuantizeLinear
             // (the output range is still the ReLU6, as in QLinearConv).
             ensure!(
@@ -743,19 +887,33 @@ impl Emit for Int8Emit<'_> {
         } else {
             None
         };
-        let (wq, ws, err) = quantize_unit(u, &w, &bias, xq.scale, mean_in)?;
-        let mut bq = Vec::with_capacity(u.cout);
-        for c in 0..u.cout {
-            let sum: f32 = wq[c * per..(c + 1) * per].iter().map(|&q| q as f32).sum();
-            // Bias correction: the rounding's mean error taken back out of the bias.
-            let b = bias[c] + shift * sum * ws[c] - err[c];
-            let v = (b as f64 / (xq.scale as f64 * ws[c] as f64)).round();
+        if xq.wide {
             ensure!(
-                v.abs() < i32::MAX as f64,
-                "{}: bias does not fit int32 at this scale",
+                u.pad == [0; 4]
+                    && matches!(self.form, Form::ConvInteger | Form::ConvIntegerFloatSums),
+                "{}: a 16-bit input is read as two uint8 planes by unpadded ConvInteger only",
                 u.conv
             );
-            bq.push(v as i32);
+        }
+        let (wq, ws, err) = quantize_unit(u, &w, &bias, xq.bias_step(), mean_in)?;
+        // Bias correction: the rounding's mean error taken back out of the bias.
+        let bias: Vec<f32> = (0..u.cout)
+            .map(|c| {
+                let sum: f32 = wq[c * per..(c + 1) * per].iter().map(|&q| q as f32).sum();
+                bias[c] + shift * sum * ws[c] - err[c]
+            })
+            .collect();
+        let mut bq = Vec::with_capacity(u.cout);
+        if !xq.wide {
+            for c in 0..u.cout {
+                let v = (bias[c] as f64 / (xq.scale as f64 * ws[c] as f64)).round();
+                ensure!(
+                    v.abs() < i32::MAX as f64,
+                    "{}: bias does not fit int32 at this scale",
+                    u.conv
+                );
+                bq.push(v as i32);
+            }
         }
         let k = u.kernel as i64;
         let dims = [u.cout as i64, (u.cin / u.groups) as i64, k, k];
@@ -796,7 +954,6 @@ impl Emit for Int8Emit<'_> {
                 Ok(y)
             }
             Form::ConvInteger | Form::ConvIntegerFloatSums => {
-                let xz = self.zero_point_init(g, x)?;
                 let wn = g.init_raw(
                     &format!("{}.wq", u.conv),
                     &dims,
@@ -810,30 +967,53 @@ impl Emit for Int8Emit<'_> {
                     vec![0],
                 );
                 let per_channel = [u.cout as i64, 1, 1];
-                let bn = g.init_raw(
-                    &format!("{}.bq", u.conv),
-                    &per_channel,
-                    DataType::Int32,
-                    raw_i32(&bq),
-                );
-                // To the output's uint8 units, or to real units for an output kept in float.
+                // To the output's steps, or to real units for an output kept in float.
                 let out_scale = if float_out { 1.0 } else { yq.scale };
                 let mult: Vec<f32> = ws.iter().map(|&w| xq.scale * w / out_scale).collect();
                 let mn = g.init_f32(&format!("{}.requant", u.conv), &per_channel, mult);
-                let acc = g.node(
-                    "ConvInteger",
-                    &[x, &wn, &xz, &wz],
-                    Graph::conv_attrs(u),
-                    "convint",
-                );
-                let acc = g.node("Add", &[&acc, &bn], vec![], "acc");
-                let accf = g.node(
-                    "Cast",
-                    &[&acc],
-                    vec![attr_int("to", DataType::Float as i64)],
-                    "accf",
-                );
-                let r = g.node("Mul", &[&accf, &mn], vec![], "requant");
+                let to_f32 = vec![attr_int("to", DataType::Float as i64)];
+                let r = if xq.wide {
+                    // `sum(w * (q - zero)) = 256 * sum(w * (high - zero / 256)) + sum(w * low)`:
+                    // one ConvInteger per plane, joined in float (256 times a sum can pass
+                    // 2^31), with the bias in float at the output's scale.
+                    let (high, low) = self.planes(g, x)?;
+                    let hz = self.zero_point_init(g, x)?;
+                    let lz = g.init_raw("plane.low.zero_point", &[], DataType::Uint8, vec![0]);
+                    let attrs = Graph::conv_attrs(u);
+                    let ah = g.node(
+                        "ConvInteger",
+                        &[&high, &wn, &hz, &wz],
+                        attrs.clone(),
+                        "convint_high",
+                    );
+                    let al = g.node("ConvInteger", &[&low, &wn, &lz, &wz], attrs, "convint_low");
+                    let ah = g.node("Cast", &[&ah], to_f32.clone(), "accf_high");
+                    let al = g.node("Cast", &[&al], to_f32, "accf_low");
+                    let c256 = g.scalar_f32("plane.256", 256.0);
+                    let ah = g.node("Mul", &[&ah, &c256], vec![], "accf_high_256");
+                    let accf = g.node("Add", &[&ah, &al], vec![], "accf");
+                    let scaled = g.node("Mul", &[&accf, &mn], vec![], "requant");
+                    let b: Vec<f32> = bias.iter().map(|b| b / out_scale).collect();
+                    let bn = g.init_f32(&format!("{}.b_steps", u.conv), &per_channel, b);
+                    g.node("Add", &[&scaled, &bn], vec![], "requant_bias")
+                } else {
+                    let xz = self.zero_point_init(g, x)?;
+                    let bn = g.init_raw(
+                        &format!("{}.bq", u.conv),
+                        &per_channel,
+                        DataType::Int32,
+                        raw_i32(&bq),
+                    );
+                    let acc = g.node(
+                        "ConvInteger",
+                        &[x, &wn, &xz, &wz],
+                        Graph::conv_attrs(u),
+                        "convint",
+                    );
+                    let acc = g.node("Add", &[&acc, &bn], vec![], "acc");
+                    let accf = g.node("Cast", &[&acc], to_f32, "accf");
+                    g.node("Mul", &[&accf, &mn], vec![], "requant")
+                };
                 if float_out {
                     return Ok(r);
                 }
@@ -878,7 +1058,7 @@ impl Emit for Int8Emit<'_> {
         let af = self.real(g, a)?;
         let bf = self.real(g, b)?;
         let sum = g.node("Add", &[&af, &bf], vec![], "residual");
-        let p = QParams::for_range(lo, hi);
+        let p = QParams::for_tensor(lo, hi, self.exceptions.wide.contains(&residual_key(block)));
         let y = if matches!(self.form, Form::ConvInteger | Form::ConvIntegerFloatSums) {
             // `QuantizeLinear` divides by its scale in onnxruntime and multiplies by the
             // reciprocal in tract, and onnxruntime fuses `DequantizeLinear -> Add ->
@@ -917,25 +1097,37 @@ impl Emit for Int8Emit<'_> {
     }
 }
 
-/// The int8 model (see the module doc) with `metadata` (the contract); the convolutions in
-/// `float_weights` (by [`unit_key`]) keep float weights between their uint8 activations.
+/// The int8 model (see the module doc) with `metadata` (the contract), with the `exceptions`'
+/// float weights and 16-bit tensors.
 pub fn int8_model(
     arch: &Arch,
     w: &Weights,
     cal: &Calibrated,
     form: Form,
     bias_correction: bool,
-    float_weights: &HashSet<String>,
+    exceptions: &Exceptions,
     metadata: Vec<(String, String)>,
 ) -> Result<ModelProto> {
-    for k in float_weights {
+    for k in &exceptions.float_weights {
         ensure!(
             arch.units().any(|u| &unit_key(u) == k),
             "--float-weights {k}: no such convolution in this network"
         );
     }
+    let streams = stream_keys(arch);
+    for k in &exceptions.wide {
+        ensure!(
+            streams.contains(k),
+            "{k}: only the residual streams' tensors (projection outputs and residual sums) can be 16-bit"
+        );
+    }
+    ensure!(
+        exceptions.wide.is_empty()
+            || matches!(form, Form::ConvInteger | Form::ConvIntegerFloatSums),
+        "16-bit tensors are written in the ConvInteger forms only, not {form:?}"
+    );
     let mut g = Graph::default();
-    let mut emit = Int8Emit::new(arch, cal, form, bias_correction, float_weights);
+    let mut emit = Int8Emit::new(arch, cal, form, bias_correction, exceptions);
     let out = build_graph(arch, w, &mut g, &mut emit)?;
     let doc = match form {
         Form::QLinearConv => "MobileNetV2 + seed head, static int8 (QLinearConv, per-channel weights, uint8 activations)",
@@ -943,7 +1135,15 @@ pub fn int8_model(
         Form::ConvInteger => "MobileNetV2 + seed head, static int8 (ConvInteger + float32 requantization, per-channel weights, uint8 activations)",
         Form::ConvIntegerFloatSums => "MobileNetV2 + seed head, static int8 (ConvInteger + float32 requantization, per-channel weights, uint8 activations, residual projections summed in float)",
     };
-    Ok(model(arch, g, out, metadata, doc))
+    let doc = if exceptions.wide.is_empty() {
+        doc.to_string()
+    } else {
+        format!(
+            "{doc}; {} residual-stream tensors at 16 bits (two uint8 planes, one ConvInteger each)",
+            exceptions.wide.len()
+        )
+    };
+    Ok(model(arch, g, out, metadata, &doc))
 }
 
 /// Evenly spaced indices of `n` photos out of `len` (deterministic, covers the whole split),
@@ -983,6 +1183,28 @@ mod tests {
         let relu = QParams::for_range(0.0, 6.0);
         assert_eq!(relu.zero_point, 0);
         assert!((relu.scale - 6.0 / 255.0).abs() < 1e-9);
+    }
+
+    /// A 16-bit tensor's zero point is 256 times its high plane's, the range fits in
+    /// `0..=65535` around it, and the step is the range over 65,280 steps, not 255.
+    #[test]
+    fn wide_qparams_cover_the_range_with_a_zero_point_on_a_plane_boundary() {
+        for (lo, hi) in [(-1.3f32, 4.2f32), (-7.0, 0.5), (0.0, 3.0), (-2.0, 0.0)] {
+            let p = QParams::for_range_wide(lo, hi);
+            assert!(p.wide && p.bias_step().is_none());
+            assert_eq!(p.zero(), 256 * p.zero_point as i64);
+            assert_eq!(p.top(), 65535);
+            let real = |q: i64| p.scale as f64 * (q - p.zero()) as f64;
+            assert!(real(0) <= lo as f64 + 1e-6, "{lo}..{hi}: {p:?}");
+            assert!(real(65535) >= hi as f64 - 1e-6, "{lo}..{hi}: {p:?}");
+            assert!(
+                (p.scale - (hi - lo) / 65280.0).abs() <= 1e-6 * p.scale,
+                "{p:?}"
+            );
+            let narrow = QParams::for_range(lo, hi);
+            assert!(narrow.bias_step() == Some(narrow.scale) && !narrow.wide);
+            assert!(p.scale * 255.0 < narrow.scale, "{p:?} vs {narrow:?}");
+        }
     }
 
     #[test]

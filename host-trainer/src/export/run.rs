@@ -25,7 +25,8 @@ use super::qat::{
     FloatParts, QatOptions, QatReport,
 };
 use super::quantize::{
-    calibrate, calibration_indices, int8_model, BiasCorrection, Calibration, Form,
+    calibrate, calibration_indices, int8_model, stream_keys, BiasCorrection, Calibration,
+    Exceptions, Form,
 };
 use crate::data::cache::Cache;
 use crate::data::split::Split;
@@ -97,6 +98,9 @@ pub struct QuantReport {
     /// How far the calibration photos' indices were moved on ([`calibration_indices`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub calibration_offset: usize,
+    /// Whether the residual streams' tensors are 16-bit ([`stream_keys`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wide_streams: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -225,6 +229,9 @@ pub struct QuantOptions {
     /// ([`camera_jitter`]), so that ranges, roundings and biases are fitted on inputs that vary
     /// as other cameras' do.
     pub calib_jitter: bool,
+    /// Hold the residual streams' tensors (every projection's output and every residual sum)
+    /// at 16 bits, as two uint8 planes ([`stream_keys`]).
+    pub wide_streams: bool,
 }
 
 /// Per-channel gain range and gamma range of [`camera_jitter`].
@@ -526,6 +533,23 @@ fn quantize(
         q.qat.is_none() || float_weights.is_empty(),
         "--float-weights with --qat-epochs: the fine-tuning does not simulate float weights yet; use one or the other"
     );
+    ensure!(
+        q.qat.is_none() || !q.wide_streams,
+        "--wide-streams with --qat-epochs: the fine-tuning does not simulate 16-bit tensors yet; use one or the other"
+    );
+    ensure!(
+        !q.wide_streams || matches!(q.form, Form::ConvInteger | Form::ConvIntegerFloatSums),
+        "--wide-streams is written in the convinteger forms only, not --form {:?}",
+        q.form
+    );
+    let exceptions = Exceptions {
+        float_weights,
+        wide: if q.wide_streams {
+            stream_keys(&loaded.info.arch)
+        } else {
+            HashSet::new()
+        },
+    };
     let cache = Cache::open(&loaded.info.config.cache)?;
     let train = cache.split(Split::Train)?;
     let idx = calibration_indices(train.len(), q.calib, q.calib_offset)?;
@@ -574,7 +598,8 @@ fn quantize(
         BiasCorrection::Empirical => {
             let xs = views_tensor(&photos, arch.input_size, &contract.tta)?;
             let parts = FloatParts {
-                weights: float_weights.clone(),
+                weights: exceptions.float_weights.clone(),
+                wide: exceptions.wide.clone(),
                 ..FloatParts::written(q.form)
             };
             let (c, report) =
@@ -584,7 +609,7 @@ fn quantize(
     };
     let (proto, qat) = match &q.qat {
         None => (
-            int8_model(arch, &start, &cal, q.form, analytic, &float_weights, vec![])?,
+            int8_model(arch, &start, &cal, q.form, analytic, &exceptions, vec![])?,
             None,
         ),
         Some(o) => {
@@ -606,7 +631,7 @@ fn quantize(
                 o,
                 q.form,
             )?;
-            let proto = int8_model(arch, &tuned, &cal, q.form, false, &float_weights, vec![])?;
+            let proto = int8_model(arch, &tuned, &cal, q.form, false, &exceptions, vec![])?;
             (proto, Some(report))
         }
     };
@@ -648,10 +673,11 @@ fn quantize(
             calibration_seconds,
             qat,
             float_weights: {
-                let mut v: Vec<String> = float_weights.into_iter().collect();
+                let mut v: Vec<String> = exceptions.float_weights.into_iter().collect();
                 v.sort();
                 v
             },
+            wide_streams: q.wide_streams,
             equalization,
             weight_rounding: q.weight_rounding,
             calibration_jitter: q.calib_jitter,
