@@ -1336,6 +1336,12 @@ mod tests {
         assert_eq!(ops("Round"), wide.wide.len());
         // Only the pooling and the head dequantize.
         assert_eq!(ops("DequantizeLinear"), 1 + net.arch.head.hidden.len() + 1);
+        // Each initializer once (onnxruntime warns of, and onnx.checker refuses, duplicates).
+        let mut names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "duplicate initializers");
 
         let err = int8_model(&net.arch, &w, &cal, Form::QLinearConv, false, &wide, vec![]);
         assert!(format!("{:#}", err.unwrap_err()).contains("ConvInteger forms only"));

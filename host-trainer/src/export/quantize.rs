@@ -978,7 +978,10 @@ impl Emit for Int8Emit<'_> {
                     // 2^31), with the bias in float at the output's scale.
                     let (high, low) = self.planes(g, x)?;
                     let hz = self.zero_point_init(g, x)?;
-                    let lz = g.init_raw("plane.low.zero_point", &[], DataType::Uint8, vec![0]);
+                    let lz = "plane.low.zero_point".to_string();
+                    if self.written.insert(lz.clone()) {
+                        g.init_raw(&lz, &[], DataType::Uint8, vec![0]);
+                    }
                     let attrs = Graph::conv_attrs(u);
                     let ah = g.node(
                         "ConvInteger",
