@@ -388,48 +388,37 @@ impl QParams {
     /// uint8 parameters covering `[lo, hi]` (widened to hold 0, which must be exact: it is the
     /// padding value and the ReLU floor).
     pub fn for_range(lo: f32, hi: f32) -> Self {
-        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        if hi - lo <= f32::EPSILON {
-            return QParams {
-                scale: 1.0,
-                zero_point: 0,
-                wide: false,
-            };
-        }
-        let scale = (hi - lo) / 255.0;
-        QParams {
-            scale,
-            zero_point: (-lo / scale).round().clamp(0.0, 255.0) as u8,
-            wide: false,
-        }
+        Self::for_tensor(lo, hi, false)
     }
 
     /// 16-bit parameters covering `[lo, hi]` (widened to hold 0) with a zero point that is a
     /// multiple of 256: 255 of the 65,536 steps go to that, so the range is over 65,280 steps.
     pub fn for_range_wide(lo: f32, hi: f32) -> Self {
+        Self::for_tensor(lo, hi, true)
+    }
+
+    /// The parameters of a tensor calibrated to `[lo, hi]`, at 16 bits if `wide`.
+    pub fn for_tensor(lo: f32, hi: f32, wide: bool) -> Self {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         if hi - lo <= f32::EPSILON {
             return QParams {
                 scale: 1.0,
                 zero_point: 0,
-                wide: true,
+                wide,
             };
         }
-        let scale = (hi - lo) / (65535.0 - 255.0);
+        let (scale, zero_point) = if wide {
+            let scale = (hi - lo) / (65535.0 - 255.0);
+            // Rounded up: `256 * zero_point` steps hold `lo`, and the rest hold `hi`.
+            (scale, (-lo / scale / 256.0).ceil())
+        } else {
+            let scale = (hi - lo) / 255.0;
+            (scale, (-lo / scale).round())
+        };
         QParams {
             scale,
-            // Rounded up: `256 * zero_point` steps hold `lo`, and the rest hold `hi`.
-            zero_point: (-lo / scale / 256.0).ceil().clamp(0.0, 255.0) as u8,
-            wide: true,
-        }
-    }
-
-    /// The parameters of a tensor calibrated to `[lo, hi]`, at 16 bits if `wide`.
-    pub fn for_tensor(lo: f32, hi: f32, wide: bool) -> Self {
-        if wide {
-            Self::for_range_wide(lo, hi)
-        } else {
-            Self::for_range(lo, hi)
+            zero_point: zero_point.clamp(0.0, 255.0) as u8,
+            wide,
         }
     }
 
