@@ -70,6 +70,12 @@ pub enum Form {
 }
 
 impl Form {
+    /// Whether the convolutions are `ConvInteger`s with their requantization written out (the
+    /// forms that can hold 16-bit tensors, and whose residual sums multiply by the reciprocal).
+    pub fn is_convinteger(self) -> bool {
+        matches!(self, Form::ConvInteger | Form::ConvIntegerFloatSums)
+    }
+
     /// Whether a residual block's projection keeps its output in float for the sum.
     pub fn sums_projections_in_float(self) -> bool {
         self == Form::ConvIntegerFloatSums
@@ -594,7 +600,8 @@ pub struct Int8Emit<'a> {
 }
 
 impl<'a> Int8Emit<'a> {
-    pub fn new(
+    /// Only through [`int8_model`], which checks the exceptions against the form.
+    fn new(
         arch: &Arch,
         cal: &'a Calibrated,
         form: Form,
@@ -876,14 +883,12 @@ impl Emit for Int8Emit<'_> {
         } else {
             None
         };
-        if xq.wide {
-            ensure!(
-                u.pad == [0; 4]
-                    && matches!(self.form, Form::ConvInteger | Form::ConvIntegerFloatSums),
-                "{}: a 16-bit input is read as two uint8 planes by unpadded ConvInteger only",
-                u.conv
-            );
-        }
+        // (`int8_model` refuses 16-bit tensors in the other forms.)
+        ensure!(
+            !xq.wide || u.pad == [0; 4],
+            "{}: a 16-bit input is read as two uint8 planes by unpadded convolutions only",
+            u.conv
+        );
         let (wq, ws, err) = quantize_unit(u, &w, &bias, xq.bias_step(), mean_in)?;
         // Bias correction: the rounding's mean error taken back out of the bias.
         let bias: Vec<f32> = (0..u.cout)
@@ -1051,7 +1056,7 @@ impl Emit for Int8Emit<'_> {
         let bf = self.real(g, b)?;
         let sum = g.node("Add", &[&af, &bf], vec![], "residual");
         let p = QParams::for_tensor(lo, hi, self.exceptions.wide.contains(&residual_key(block)));
-        let y = if matches!(self.form, Form::ConvInteger | Form::ConvIntegerFloatSums) {
+        let y = if self.form.is_convinteger() {
             // `QuantizeLinear` divides by its scale in onnxruntime and multiplies by the
             // reciprocal in tract, and onnxruntime fuses `DequantizeLinear -> Add ->
             // QuantizeLinear` into its `QLinearAdd`, which rounds differently again: one
@@ -1114,8 +1119,7 @@ pub fn int8_model(
         );
     }
     ensure!(
-        exceptions.wide.is_empty()
-            || matches!(form, Form::ConvInteger | Form::ConvIntegerFloatSums),
+        exceptions.wide.is_empty() || form.is_convinteger(),
         "16-bit tensors are written in the ConvInteger forms only, not {form:?}"
     );
     let mut g = Graph::default();

@@ -538,7 +538,7 @@ fn quantize(
         "--wide-streams with --qat-epochs: the fine-tuning does not simulate 16-bit tensors yet; use one or the other"
     );
     ensure!(
-        !q.wide_streams || matches!(q.form, Form::ConvInteger | Form::ConvIntegerFloatSums),
+        !q.wide_streams || q.form.is_convinteger(),
         "--wide-streams is written in the convinteger forms only, not --form {:?}",
         q.form
     );
