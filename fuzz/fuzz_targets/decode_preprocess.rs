@@ -16,6 +16,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(photo.rgb.len(), photo.width * photo.height * 3);
     let contract = ModelContract::default();
     let mut ws = Workspace::default();
+    // The field-of-view geometry (contract version 2) may find no disc, and must say so.
+    let fov = PreprocessSpec {
+        out_width: 40,
+        out_height: 40,
+        interpolation: Interpolation::Area,
+        fov: Some(drscreen_core::FovParams::default()),
+        ..contract.preprocess_spec()
+    };
+    match ws.preprocess(&photo.rgb, photo.width, photo.height, &fov) {
+        Ok(rgb) => assert_eq!(rgb.len(), fov.resized_len()),
+        Err(e) => assert_eq!(e, drscreen_core::CoreError::NoFieldOfView),
+    }
     for spec in [
         contract.preprocess_spec(),
         PreprocessSpec {

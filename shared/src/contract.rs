@@ -6,12 +6,16 @@
 
 use crate::clahe::ClaheParams;
 use crate::error::CoreError;
+use crate::fov::FovParams;
 use crate::pipeline::PreprocessSpec;
 use crate::resize::Interpolation;
 use crate::tta::{View, MAX_VIEWS, SEED_VIEWS};
 
-/// The contract version this build writes and understands.
-pub const CONTRACT_VERSION: u32 = 1;
+/// The contract version this build writes. Version 2 adds the field-of-view geometry
+/// ([`ModelContract::fov`]); version 1 files (whole frame) are still read.
+pub const CONTRACT_VERSION: u32 = 2;
+/// The oldest contract version this build reads.
+pub const OLDEST_CONTRACT_VERSION: u32 = 1;
 /// The ONNX `metadata_props` key that holds the contract JSON.
 pub const CONTRACT_KEY: &str = "drscreen.contract";
 
@@ -141,8 +145,15 @@ pub struct ModelContract {
     pub input: InputSpec,
     /// CLAHE on the L* channel of OpenCV's 8-bit L*a*b*.
     pub clahe: ClaheParams,
-    /// Resize from the equalised photo to the input size.
+    /// Resize to the input size (after CLAHE in version 1, before it in version 2).
     pub resize: Interpolation,
+    /// Version 2: the square around the fundus disc is what is resized ([`crate::fov`]), and CLAHE
+    /// runs at the input size. Absent in version 1 (the whole frame, CLAHE at full size).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub fov: Option<FovParams>,
     /// TTA views; the output is the mean of their probabilities.
     pub tta: heapless::Vec<View, MAX_VIEWS>,
     pub thresholds: Thresholds,
@@ -156,14 +167,14 @@ pub struct ModelContract {
 }
 
 impl Default for ModelContract {
-    /// The seed: 96x96 RGB NCHW in [0, 1], CLAHE 2.0 / 8x8 on L*, bilinear resize, five views,
-    /// threshold 0.5 until validation picks one, any DR positive.
+    /// The seed: 96x96 RGB NCHW in [0, 1], CLAHE 2.0 / 8x8 on L*, bilinear resize of the whole
+    /// frame (version 1), five views, threshold 0.5 until validation picks one, any DR positive.
     fn default() -> Self {
         let mut tta = heapless::Vec::new();
         // SEED_VIEWS has 5 <= MAX_VIEWS entries.
         let _ = tta.extend_from_slice(&SEED_VIEWS);
         Self {
-            contract_version: CONTRACT_VERSION,
+            contract_version: 1,
             input: InputSpec {
                 width: 96,
                 height: 96,
@@ -173,6 +184,7 @@ impl Default for ModelContract {
             },
             clahe: ClaheParams::default(),
             resize: Interpolation::Linear,
+            fov: None,
             tta,
             thresholds: Thresholds {
                 max_accuracy: 0.5,
@@ -191,10 +203,16 @@ impl Default for ModelContract {
 impl ModelContract {
     /// Checks that this build can honour the contract; the error says what is off.
     pub fn validate(&self) -> Result<(), CoreError> {
-        if self.contract_version != CONTRACT_VERSION {
+        if !(OLDEST_CONTRACT_VERSION..=CONTRACT_VERSION).contains(&self.contract_version) {
             return Err(CoreError::Param {
                 name: "contract_version",
-                reason: "this build understands contract version 1 only",
+                reason: "this build reads contract versions 1 and 2: update edge-runtime",
+            });
+        }
+        if (self.contract_version >= 2) != self.fov.is_some() {
+            return Err(CoreError::Param {
+                name: "fov",
+                reason: "version 2 contracts declare the field of view, version 1 contracts do not",
             });
         }
         if self.input.width == 0
@@ -246,6 +264,7 @@ impl ModelContract {
             out_width: self.input.width as usize,
             out_height: self.input.height as usize,
             interpolation: self.resize,
+            fov: self.fov,
         }
     }
 
@@ -273,11 +292,17 @@ mod tests {
     #[test]
     fn unknown_version_and_bad_fields_are_refused() {
         let mut c = ModelContract {
-            contract_version: 2,
+            contract_version: 3,
             ..Default::default()
         };
         assert!(c.validate().is_err());
-        c.contract_version = CONTRACT_VERSION;
+        c.contract_version = 2;
+        assert!(c.validate().is_err(), "version 2 without its field of view");
+        c.fov = Some(FovParams::default());
+        c.validate().unwrap();
+        c.contract_version = 1;
+        assert!(c.validate().is_err(), "version 1 with a field of view");
+        c.fov = None;
         c.input.range = [0.0, 255.0];
         assert!(
             c.validate().is_err(),
@@ -293,5 +318,18 @@ mod tests {
         let back: ModelContract = serde_json::from_str(&s).unwrap();
         assert_eq!(back, c);
         assert!(s.contains("\"brightness\":1.1"), "{s}");
+        assert!(
+            !s.contains("fov"),
+            "a version 1 contract is written as before: {s}"
+        );
+        let v2 = ModelContract {
+            contract_version: 2,
+            fov: Some(FovParams::default()),
+            ..Default::default()
+        };
+        let back: ModelContract =
+            serde_json::from_str(&serde_json::to_string(&v2).unwrap()).unwrap();
+        assert_eq!(back, v2);
+        assert_eq!(back.preprocess_spec().fov, Some(FovParams::default()));
     }
 }

@@ -18,6 +18,9 @@ pub enum CoreError {
     /// An image with a zero side, or too large to index.
     #[error("invalid image size {width}x{height}")]
     ImageSize { width: usize, height: usize },
+    /// No fundus disc: no column and row of the photo is bright enough (a black or blank frame).
+    #[error("no fundus disc found: the photo is black or blank; check the camera and retake")]
+    NoFieldOfView,
     /// A parameter outside the range the operation accepts.
     #[error("invalid parameter {name}: {reason}")]
     Param {

@@ -4,7 +4,8 @@
 //! - [`lab`]: 8-bit RGB <-> L*a*b*, bit-exact with OpenCV `cvtColor`
 //! - [`clahe`]: CLAHE on one 8-bit channel, bit-exact with `cv2.createCLAHE(..).apply`
 //! - [`resize`]: `cv2.resize` `INTER_LINEAR` / `INTER_AREA`, bit-exact
-//! - [`pipeline`]: the seed's RGB8 -> Lab -> CLAHE(L) -> RGB8 -> resize -> f32 chain in one call
+//! - [`fov`]: find the fundus disc and cut the square around it (contract version 2)
+//! - [`pipeline`]: RGB8 -> (field of view) -> Lab -> CLAHE(L) -> RGB8 -> resize -> f32 in one call
 //! - [`tta`]: the five test-time views in one batch buffer, and their mean
 //! - [`decision`] and [`contract`]: threshold -> referral, and the contract a model file carries
 //!
@@ -21,6 +22,7 @@ pub mod clahe;
 pub mod contract;
 pub mod decision;
 mod error;
+pub mod fov;
 pub mod lab;
 pub mod pipeline;
 pub mod resize;
@@ -30,6 +32,7 @@ pub use clahe::ClaheParams;
 pub use contract::{ModelContract, CONTRACT_KEY, CONTRACT_VERSION};
 pub use decision::{decide, Decision};
 pub use error::CoreError;
+pub use fov::FovParams;
 pub use pipeline::{preprocess_rgb8, to_chw_f32, Buffers, PreprocessSpec};
 pub use resize::Interpolation;
 pub use tta::{aggregate, write_views, TtaResult, View, SEED_VIEWS};

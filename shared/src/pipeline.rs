@@ -1,8 +1,14 @@
-//! The seed preprocessing as one call: RGB8 -> L*a*b* -> CLAHE(L) -> RGB8 -> resize -> f32 NCHW.
+//! The preprocessing as one call, in the two geometries a contract can name.
 //!
-//! Bit-exact with the OpenCV sequence
-//! `cvtColor(RGB2Lab)`, `createCLAHE(clip, grid).apply(L)`, `merge`, `cvtColor(Lab2RGB)`,
-//! `resize(.., interpolation)`, `/ 255`.
+//! - Whole frame (contract version 1, [`preprocess_rgb8`]): RGB8 -> L*a*b* -> CLAHE(L) -> RGB8 ->
+//!   resize, bit-exact with the OpenCV sequence `cvtColor(RGB2Lab)`, `createCLAHE(clip, grid).apply(L)`,
+//!   `merge`, `cvtColor(Lab2RGB)`, `resize(.., interpolation)`.
+//! - Field of view (version 2, [`preprocess_fov_rgb8`]): the square around the fundus disc
+//!   ([`crate::fov`]), resized to the input size, then Lab -> CLAHE(L) -> RGB8 at that size. CLAHE
+//!   after the resize makes its tiles the same part of the disc whatever the camera's resolution,
+//!   and lets the trainer augment the photo before the CLAHE, where cameras differ
+//!   ([`fov_square_resized`] is that stage). The resize and CLAHE are OpenCV-exact; the crop is an
+//!   index copy.
 //!
 //! A bilinear resize reads only about four source pixels per output pixel, so the full-resolution
 //! work is just the L* plane that the CLAHE histograms need; the colour conversions and the CLAHE
@@ -11,6 +17,7 @@
 
 use crate::clahe::{clahe_luts, ClaheParams};
 use crate::error::{check_dims, check_len, CoreError};
+use crate::fov::{crop_square, locate, FovParams};
 use crate::lab::{lab_to_rgb_pixel, rgb_to_l, rgb_to_lab_pixel};
 use crate::resize::{linear_footprint, resize, Interpolation};
 
@@ -23,8 +30,10 @@ pub struct PreprocessSpec {
     pub out_width: usize,
     /// Model input height in pixels.
     pub out_height: usize,
-    /// Resize method after CLAHE.
+    /// Resize method (after CLAHE in the whole-frame geometry, before it in the field of view).
     pub interpolation: Interpolation,
+    /// `None`: whole frame (contract version 1); `Some`: the field-of-view geometry (version 2).
+    pub fov: Option<FovParams>,
 }
 
 impl Default for PreprocessSpec {
@@ -35,6 +44,7 @@ impl Default for PreprocessSpec {
             out_width: 96,
             out_height: 96,
             interpolation: Interpolation::Linear,
+            fov: None,
         }
     }
 }
@@ -164,6 +174,12 @@ pub fn preprocess_rgb8(
     check_len("RGB source", src.len(), n * 3)?;
     check_len("resized", resized.len(), spec.resized_len())?;
     check_buffers(bufs, &spec.buffer_lens(width, height))?;
+    if spec.fov.is_some() {
+        return Err(CoreError::Param {
+            name: "geometry",
+            reason: "a field-of-view spec runs through preprocess_fov_rgb8",
+        });
+    }
     match spec.interpolation {
         Interpolation::Linear => linear_footprint(
             width,
@@ -195,6 +211,108 @@ pub fn preprocess_rgb8(
     )
 }
 
+/// Caller-owned scratch for the field-of-view geometry; sizes from [`fov_buffer_lens`].
+#[derive(Debug)]
+pub struct FovBuffers<'a> {
+    /// Disc counters: `width` columns and `height` rows of the photo.
+    pub col_counts: &'a mut [u32],
+    pub row_counts: &'a mut [u32],
+    /// The disc square, up to `max(width, height)^2 * 3` bytes (its side is at most the longer side).
+    pub square: &'a mut [u8],
+    /// The square resized to the input size, before CLAHE: `out_width * out_height * 3` bytes.
+    pub resized: &'a mut [u8],
+    /// CLAHE scratch at the input size (`l_plane`: `out_width * out_height`, `lut`, `cols`:
+    /// `out_width`, `rows`: `out_height`; `rgb` is not used and may be empty).
+    pub clahe: Buffers<'a>,
+}
+
+/// Lengths of [`FovBuffers`]' fields: `(col_counts, row_counts, square, resized)`, and the CLAHE
+/// scratch at the input size.
+pub fn fov_buffer_lens(
+    spec: &PreprocessSpec,
+    width: usize,
+    height: usize,
+) -> ([usize; 4], BufferLens) {
+    let long = width.max(height);
+    let mut clahe = spec.buffer_lens(spec.out_width, spec.out_height);
+    clahe.rgb = 0;
+    (
+        [
+            width,
+            height,
+            long.saturating_mul(long).saturating_mul(3),
+            spec.resized_len(),
+        ],
+        clahe,
+    )
+}
+
+/// The field-of-view stage before CLAHE: finds the disc, cuts its square (black where the disc
+/// is cut off) and resizes it to `out_width x out_height` into `bufs.resized`. Returns the square.
+pub fn fov_square_resized(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    spec: &PreprocessSpec,
+    fov: &FovParams,
+    bufs: &mut FovBuffers<'_>,
+) -> Result<crate::fov::FovSquare, CoreError> {
+    check_dims(spec.out_width, spec.out_height)?;
+    check_len("resized", bufs.resized.len(), spec.resized_len())?;
+    let sq = locate(src, width, height, fov, bufs.col_counts, bufs.row_counts)?;
+    let len = sq.side * sq.side * 3;
+    if bufs.square.len() < len {
+        return Err(CoreError::BufferSize {
+            what: "fov square",
+            actual: bufs.square.len(),
+            expected: len,
+        });
+    }
+    let square = &mut bufs.square[..len];
+    crop_square(src, width, height, &sq, square)?;
+    resize(
+        square,
+        sq.side,
+        sq.side,
+        bufs.resized,
+        spec.out_width,
+        spec.out_height,
+        3,
+        spec.interpolation,
+    )?;
+    Ok(sq)
+}
+
+/// The field-of-view pipeline (contract version 2): [`fov_square_resized`], then Lab -> CLAHE(L)
+/// -> RGB at the input size into `out` ([`PreprocessSpec::resized_len`] bytes). `spec.fov` must
+/// be set.
+pub fn preprocess_fov_rgb8(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    spec: &PreprocessSpec,
+    bufs: &mut FovBuffers<'_>,
+    out: &mut [u8],
+) -> Result<crate::fov::FovSquare, CoreError> {
+    let Some(fov) = spec.fov else {
+        return Err(CoreError::Param {
+            name: "geometry",
+            reason: "a whole-frame spec runs through preprocess_rgb8",
+        });
+    };
+    let sq = fov_square_resized(src, width, height, spec, &fov, bufs)?;
+    check_len("resized", out.len(), spec.resized_len())?;
+    clahe_rgb8(
+        bufs.resized,
+        spec.out_width,
+        spec.out_height,
+        &spec.clahe,
+        &mut bufs.clahe,
+        out,
+    )?;
+    Ok(sq)
+}
+
 /// `img.astype(float32) / 255` into planar CHW: `dst` is `3 * width * height` floats in [0, 1].
 pub fn to_chw_f32(
     rgb: &[u8],
@@ -213,4 +331,109 @@ pub fn to_chw_f32(
         b[i] = px[2] as f32 / 255.0;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Workspace;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A textured disc of radius `r` at (`cx`, `cy`) on black, `w x h` (texture from the disc's
+    /// own coordinates, so the same disc framed twice has the same pixels).
+    fn disc(w: usize, h: usize, cx: i64, cy: i64, r: i64) -> Vec<u8> {
+        let mut img = vec![0u8; w * h * 3];
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let (dx, dy) = (x - cx, y - cy);
+                if dx * dx + dy * dy < r * r {
+                    let t = ((dx * 7 + dy * 13).rem_euclid(40)) as u8;
+                    img[(y as usize * w + x as usize) * 3..][..3].copy_from_slice(&[
+                        150 + t,
+                        60 + t / 2,
+                        30,
+                    ]);
+                }
+            }
+        }
+        img
+    }
+
+    fn fov_spec() -> PreprocessSpec {
+        PreprocessSpec {
+            out_width: 32,
+            out_height: 32,
+            interpolation: Interpolation::Area,
+            fov: Some(FovParams::default()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_fov_pipeline_is_crop_then_opencv_resize_then_opencv_clahe() {
+        let (w, h) = (120, 80);
+        let img = disc(w, h, 60, 40, 50);
+        let spec = fov_spec();
+        let mut ws = Workspace::default();
+        let got = ws.preprocess(&img, w, h, &spec).unwrap();
+        let (pre, sq) = ws.fov_stage(&img, w, h, &spec).unwrap();
+        let mut square = vec![0u8; sq.side * sq.side * 3];
+        crop_square(&img, w, h, &sq, &mut square).unwrap();
+        let mut resized = vec![0u8; 32 * 32 * 3];
+        resize(
+            &square,
+            sq.side,
+            sq.side,
+            &mut resized,
+            32,
+            32,
+            3,
+            Interpolation::Area,
+        )
+        .unwrap();
+        assert_eq!(pre, resized);
+        assert_eq!(got, ws.equalise(&resized, 32, 32, &spec.clahe).unwrap());
+    }
+
+    #[test]
+    fn the_same_disc_framed_by_two_cameras_reaches_the_network_the_same() {
+        // Full frame with wide black sides, and a camera that crops to the disc.
+        let wide = disc(300, 120, 150, 60, 50);
+        let tight = disc(100, 100, 50, 50, 50);
+        let spec = fov_spec();
+        let mut ws = Workspace::default();
+        let a = ws.preprocess(&wide, 300, 120, &spec).unwrap();
+        let b = ws.preprocess(&tight, 100, 100, &spec).unwrap();
+        let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 0, "{differ} of {} bytes differ", a.len());
+    }
+
+    #[test]
+    fn a_disc_the_sensor_cut_on_one_side_keeps_its_place_in_the_square() {
+        let spec = fov_spec();
+        let mut ws = Workspace::default();
+        let (_, whole) = ws
+            .fov_stage(&disc(300, 120, 150, 60, 50), 300, 120, &spec)
+            .unwrap();
+        // The same disc with its bottom 20 rows cut off by the frame.
+        let (_, cut) = ws
+            .fov_stage(&disc(300, 90, 150, 60, 50), 300, 90, &spec)
+            .unwrap();
+        assert_eq!((cut.x0, cut.y0, cut.side), (whole.x0, whole.y0, whole.side));
+    }
+
+    #[test]
+    fn each_geometry_refuses_the_other_entry_point_and_a_black_frame() {
+        let img = disc(40, 40, 20, 20, 15);
+        let mut ws = Workspace::default();
+        assert!(ws
+            .fov_stage(&img, 40, 40, &PreprocessSpec::default())
+            .is_err());
+        let black = vec![0u8; 40 * 40 * 3];
+        assert_eq!(
+            ws.preprocess(&black, 40, 40, &fov_spec()),
+            Err(CoreError::NoFieldOfView)
+        );
+    }
 }

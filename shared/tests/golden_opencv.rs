@@ -93,6 +93,7 @@ fn spec_of(case: &Case, r: &ResizeCase) -> PreprocessSpec {
         out_width: r.width,
         out_height: r.height,
         interpolation: method(&r.method),
+        fov: None,
     }
 }
 

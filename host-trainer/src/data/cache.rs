@@ -71,6 +71,7 @@ impl CacheSpec {
             out_width: self.size,
             out_height: self.size,
             interpolation: self.interpolation,
+            fov: None,
         }
     }
 }
