@@ -7,7 +7,8 @@ pub use drscreen_core::decode::Photo;
 
 /// Reads and decodes a JPEG or PNG file to RGB8.
 pub fn load_rgb8(path: &Path) -> Result<Photo> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = drscreen_core::decode::read_photo(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     drscreen_core::decode::decode_rgb8(&bytes)
         .with_context(|| format!("decoding {}", path.display()))
 }

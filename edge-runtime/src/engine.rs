@@ -262,13 +262,50 @@ impl Engine {
     }
 }
 
-/// The shipped default model: `$DRSCREEN_MODEL`, else `models/drscreen-default.onnx` of this checkout.
+/// The shipped model in the source tree this crate was built from (tests and benchmarks).
 pub fn default_model() -> PathBuf {
-    std::env::var_os("DRSCREEN_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/drscreen-default.onnx")
-        })
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/drscreen-default.onnx")
+}
+
+/// The file name of the shipped model.
+pub const DEFAULT_MODEL_FILE: &str = "drscreen-default.onnx";
+
+/// Where the device looks for its model when `--model` is not given, in order: `$DRSCREEN_MODEL`;
+/// beside the binary; `models/` beside it; `../share/drscreen/` from it (a `/usr/local` or
+/// `/opt` install); `/usr/share/drscreen/`; `../../models/` from it (a `target/release` build in
+/// a checkout).
+pub fn model_candidates() -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("DRSCREEN_MODEL") {
+        return vec![PathBuf::from(p)];
+    }
+    let mut c = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        c.push(dir.join(DEFAULT_MODEL_FILE));
+        c.push(dir.join("models").join(DEFAULT_MODEL_FILE));
+        c.push(dir.join("../share/drscreen").join(DEFAULT_MODEL_FILE));
+        c.push(PathBuf::from("/usr/share/drscreen").join(DEFAULT_MODEL_FILE));
+        c.push(dir.join("../../models").join(DEFAULT_MODEL_FILE));
+    } else {
+        c.push(PathBuf::from("/usr/share/drscreen").join(DEFAULT_MODEL_FILE));
+    }
+    c
+}
+
+/// The first of [`model_candidates`] that exists, or an error listing where it looked.
+pub fn locate_model() -> Result<PathBuf> {
+    let candidates = model_candidates();
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    bail!(
+        "no model found; looked in: {}. Pass --model FILE, set DRSCREEN_MODEL, or install \
+         {DEFAULT_MODEL_FILE} beside the binary or in /usr/share/drscreen",
+        looked.join(", ")
+    )
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

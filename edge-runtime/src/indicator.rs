@@ -41,7 +41,7 @@ impl<G: OutputPin, R: OutputPin, A: OutputPin, B: OutputPin> Indicator<G, R, A, 
                 self.red.set_high().map_err(|_| "red LED")?;
                 1
             }
-            Outcome::Ungradable => {
+            Outcome::Ungradable | Outcome::Unreadable => {
                 self.amber.set_high().map_err(|_| "amber LED")?;
                 2
             }

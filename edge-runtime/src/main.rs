@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
     name = "edge-runtime",
     version,
     about = "drscreen on the device",
-    after_help = "Exit codes: 0 ok, 1 bad input or failure, 2 usage error"
+    after_help = after_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +32,28 @@ enum Command {
     /// The clinic loop on a Pi: capture button -> photo -> screening -> log -> LEDs (feature `rpi`).
     #[cfg(feature = "rpi")]
     Device(cli::device::Args),
+}
+
+/// Exit codes, and the subcommands this build left out with the feature that builds them.
+fn after_help() -> String {
+    let mut missing = Vec::new();
+    if !cfg!(feature = "capture") {
+        missing.push(
+            "`capture` (V4L2 camera): cargo build --release -p edge-runtime --features capture",
+        );
+    }
+    if !cfg!(feature = "rpi") {
+        missing.push("`device` (Pi button, LEDs, camera): cargo build --release -p edge-runtime --features rpi");
+    }
+    let mut s = String::from("Exit codes: 0 ok, 1 bad input or failure, 2 usage error");
+    if !missing.is_empty() {
+        s.push_str("\n\nNot in this build:");
+        for m in missing {
+            s.push_str("\n  ");
+            s.push_str(m);
+        }
+    }
+    s
 }
 
 fn main() -> std::process::ExitCode {

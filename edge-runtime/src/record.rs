@@ -1,6 +1,6 @@
 //! The results log: one JSON line per screening, appended and fsync'd *before* the result is
-//! shown, so a power cut loses nothing that was shown. A line torn by a crash mid-write is
-//! reported on the next start; every line before it is intact and readable.
+//! shown, so a power cut loses nothing that was shown. A line torn by a crash mid-write is moved
+//! aside to `<log>.torn` on the next start and reported; every line before it is intact.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -30,6 +30,9 @@ pub enum Outcome {
     Refer,
     /// Not screened: retake the photo (the reason is in `quality` or `error`).
     Ungradable,
+    /// Not screened: the file could not be read (no such file, no permission, longer than a
+    /// photo); `error` says which. An operator's slip, not a retake: check the path.
+    Unreadable,
 }
 
 /// One line of the log.
@@ -60,6 +63,8 @@ pub struct TornLine {
     pub line: usize,
     pub bytes: usize,
     pub error: String,
+    /// Where `Log::open` moved it (`<log>.torn`); None when it is still in the log.
+    pub moved_to: Option<PathBuf>,
 }
 
 /// The readable records of a log and the lines that were not.
@@ -101,6 +106,7 @@ pub fn read_log(path: &Path) -> Result<Recovered> {
                 line: i + 1,
                 bytes: line.len(),
                 error: e.to_string(),
+                moved_to: None,
             }),
         }
     }
@@ -115,29 +121,75 @@ pub struct Log {
 }
 
 impl Log {
-    /// Opens (creating) the log and reads it back. If a crash left a partial last line, a
-    /// newline is appended so new records start on their own line; the torn line is returned.
+    /// Opens (creating) the log and reads it back. A file whose whole lines are not all drscreen
+    /// records is refused, untouched: it is not a results log (or it was edited). A partial last
+    /// line, which a power cut mid-write leaves, is moved aside to `<log>.torn` (appended there)
+    /// and the log is cut back to its last whole line, both fsync'd, so the log stays one valid
+    /// JSON document per line; the moved line is returned in `torn`.
     pub fn open(path: &Path) -> Result<(Log, Recovered)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let recovered = read_log(path)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(path)
             .with_context(|| format!("opening log {} for appending", path.display()))?;
-        let len = file.metadata()?.len();
-        if len > 0 {
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1))?;
-            file.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n")?;
-                file.sync_data()?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .with_context(|| format!("reading log {}", path.display()))?;
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut recovered = Recovered::default();
+        for (i, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Record>(line) {
+                Ok(r) => recovered.records.push(r),
+                Err(e) => anyhow::bail!(
+                    "{} is not a drscreen results log: line {} is not a screening record ({e}). \
+                     Nothing was written to it; point --log (or DRSCREEN_LOG) at a drscreen log \
+                     or at a new file",
+                    path.display(),
+                    i + 1
+                ),
             }
         }
+        let tail = &text[whole..];
+        if !tail.is_empty() {
+            let line = text[..whole].iter().filter(|&&b| b == b'\n').count() + 1;
+            match serde_json::from_slice::<Record>(tail) {
+                // Cut just before its newline: the record is whole.
+                Ok(r) => {
+                    recovered.records.push(r);
+                    file.write_all(b"\n")?;
+                }
+                Err(e) => {
+                    let aside = torn_path(path);
+                    let mut t = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&aside)
+                        .with_context(|| format!("opening {}", aside.display()))?;
+                    t.write_all(tail)?;
+                    t.write_all(b"\n")?;
+                    t.sync_all()
+                        .with_context(|| format!("syncing {}", aside.display()))?;
+                    file.set_len(whole as u64)
+                        .with_context(|| format!("cutting the torn line off {}", path.display()))?;
+                    recovered.torn.push(TornLine {
+                        line,
+                        bytes: tail.len(),
+                        error: e.to_string(),
+                        moved_to: Some(aside),
+                    });
+                }
+            }
+            file.sync_all()
+                .with_context(|| format!("syncing log {}", path.display()))?;
+        }
+        file.seek(SeekFrom::End(0))?;
         Ok((
             Log {
                 file,
@@ -158,6 +210,13 @@ impl Log {
             .sync_data()
             .with_context(|| format!("syncing log {}", self.path.display()))
     }
+}
+
+/// Where the torn last line of `log` is kept: `<log>.torn` beside it.
+pub fn torn_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".torn");
+    log.with_file_name(name)
 }
 
 /// Now as RFC 3339 UTC with milliseconds.

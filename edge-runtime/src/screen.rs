@@ -64,11 +64,18 @@ impl Screener {
     /// Screens a file; an unreadable file is an ungradable record.
     pub fn screen_file(&mut self, path: &Path) -> Record {
         let t0 = Instant::now();
-        match std::fs::read(path) {
+        match drscreen_core::decode::read_photo(path) {
             Ok(bytes) => self.screen_bytes(&path.display().to_string(), &bytes, t0),
             Err(e) => {
                 let mut r = self.record(&path.display().to_string(), None);
-                r.error = Some(format!("cannot read the file: {e}"));
+                r.outcome = Outcome::Unreadable;
+                r.error = Some(match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file: check the path".to_string(),
+                    std::io::ErrorKind::IsADirectory => {
+                        "a folder, not a photo: name the photo files".to_string()
+                    }
+                    _ => format!("cannot read the file: {e}"),
+                });
                 r.latency.total_ms = ms(t0);
                 r
             }

@@ -79,8 +79,23 @@ fn bad_input_becomes_an_ungradable_record_with_the_reason() {
         assert!(r.probability.is_none());
     }
     let r = s.screen_file(dir.path());
-    assert_eq!(r.outcome, Outcome::Ungradable);
-    assert!(reason(&r).contains("cannot read"), "{}", reason(&r));
+    assert_eq!(r.outcome, Outcome::Unreadable);
+    assert!(
+        reason(&r).contains("a folder, not a photo"),
+        "{}",
+        reason(&r)
+    );
+    let r = s.screen_file(&dir.path().join("IMG_0001.jpg"));
+    assert_eq!(r.outcome, Outcome::Unreadable);
+    assert!(reason(&r).contains("no such file"), "{}", reason(&r));
+    let long = dir.path().join("long.jpg");
+    std::fs::File::create(&long)
+        .unwrap()
+        .set_len(drscreen_core::decode::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let r = s.screen_file(&long);
+    assert_eq!(r.outcome, Outcome::Unreadable);
+    assert!(reason(&r).contains("longer than 64 MiB"), "{}", reason(&r));
 }
 
 #[test]
@@ -313,7 +328,7 @@ fn sample_record(i: usize) -> Record {
 }
 
 #[test]
-fn a_torn_last_line_is_reported_and_everything_before_it_is_intact() {
+fn a_torn_last_line_is_moved_aside_and_the_log_stays_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("results.jsonl");
     let (mut log, rec) = Log::open(&path).unwrap();
@@ -322,22 +337,47 @@ fn a_torn_last_line_is_reported_and_everything_before_it_is_intact() {
         log.append(&sample_record(i)).unwrap();
     }
     drop(log);
+    let torn = b"{\"timestamp\":\"2026-11-25T09:00:03Z\",\"ima";
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap();
-    std::io::Write::write_all(&mut f, b"{\"timestamp\":\"2026-11-25T09:00:03Z\",\"ima").unwrap();
+    std::io::Write::write_all(&mut f, torn).unwrap();
     drop(f);
     let (mut log, rec) = Log::open(&path).unwrap();
     assert_eq!(rec.records.len(), 3);
     assert_eq!(rec.records[2], sample_record(2));
     assert_eq!(rec.torn.len(), 1);
     assert_eq!(rec.torn[0].line, 4);
+    let aside = dir.path().join("results.jsonl.torn");
+    assert_eq!(rec.torn[0].moved_to.as_deref(), Some(aside.as_path()));
+    let mut want_aside = torn.to_vec();
+    want_aside.push(b'\n');
+    assert_eq!(std::fs::read(&aside).unwrap(), want_aside);
     log.append(&sample_record(4)).unwrap();
+    // Every line parses with a plain JSON-lines reader: the torn bytes are gone from the log.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let parsed: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole JSON line"))
+        .collect();
+    assert_eq!(parsed.len(), 4);
     let back = read_log(&path).unwrap();
-    assert_eq!(back.records.len(), 4);
     assert_eq!(back.records[3], sample_record(4));
-    assert_eq!(back.torn.len(), 1);
+    assert!(back.torn.is_empty());
+}
+
+#[test]
+fn a_record_cut_just_before_its_newline_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let line = serde_json::to_vec(&sample_record(0)).unwrap();
+    std::fs::write(&path, &line).unwrap();
+    let (mut log, rec) = Log::open(&path).unwrap();
+    assert_eq!(rec.records.len(), 1);
+    assert!(rec.torn.is_empty());
+    log.append(&sample_record(1)).unwrap();
+    assert_eq!(read_log(&path).unwrap().records.len(), 2);
 }
 
 /// Child side of the kill -9 test: appends records until killed.
@@ -376,17 +416,15 @@ fn kill_9_in_the_middle_of_writing_leaves_a_readable_log() {
         child.wait().unwrap();
         let (_, rec) = Log::open(&path).unwrap();
         assert!(!rec.records.is_empty(), "round {round}: nothing written");
-        assert!(
-            rec.torn.len() <= round as usize + 1,
-            "round {round}: {:?}",
-            rec.torn
-        );
-        let lines = std::fs::read(&path)
-            .unwrap()
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .count();
-        assert_eq!(rec.records.len() + rec.torn.len(), lines);
+        assert!(rec.torn.len() <= 1, "round {round}: {:?}", rec.torn);
+        // After the open the log parses whole with a plain JSON-lines reader.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'));
+        for (i, l) in text.lines().enumerate() {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("round {round}: line {} is not JSON: {e}", i + 1));
+        }
+        assert_eq!(rec.records.len(), text.lines().count());
         for (i, r) in rec.records.iter().enumerate() {
             assert_eq!(r.per_view.len(), 4000, "record {i} damaged");
         }

@@ -11,6 +11,29 @@ pub const MAX_SIDE: u32 = 12_000;
 /// Decoder memory cap in bytes.
 pub const MAX_ALLOC: u64 = 1 << 30;
 
+/// Largest photo file read (a fundus camera's JPEG is under 20 MB); reading stops there, so a
+/// device file or a runaway write is never read whole.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a photo file, at most [`MAX_FILE_BYTES`]: a longer file (or a device such as
+/// `/dev/zero`) is an `InvalidData` error that says so, after reading no more than the cap.
+pub fn read_photo(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            std::format!(
+                "longer than {} MiB: not a fundus photo (a camera's JPEG is under 20 MB)",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Why a photo could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Threads the TTA views of a screening are spread over (default: one per CPU core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
 }
 

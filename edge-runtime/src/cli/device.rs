@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
     /// Threads the TTA views of a screening are spread over (default: one per CPU core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
     /// Green LED (no referral), BCM GPIO number.
     #[arg(long, default_value_t = Pins::default().green)]

@@ -1,17 +1,20 @@
-//! `edge-runtime preprocess IMAGE --out OUT.png|OUT.npy [--stage clahe|resized]`.
+//! `edge-runtime preprocess IMAGE --out OUT.png|OUT.npy [--stage clahe|disc|resized] [--model FILE]`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
-use drscreen_core::{to_chw_f32, ModelContract, Workspace};
+use drscreen_core::{to_chw_f32, Workspace};
+use tract_onnx::prelude::Framework;
 
 use edge_runtime::decode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
-    /// The equalised photo at full size (Lab, CLAHE on L*, back to RGB).
+    /// The equalised photo at full size (Lab, CLAHE on L*, back to RGB): whole-frame models.
     Clahe,
+    /// The fundus disc's square at the input size, before CLAHE: field-of-view models.
+    Disc,
     /// The model input: equalised and resized.
     Resized,
 }
@@ -26,13 +29,23 @@ pub struct Args {
     /// Which stage to write.
     #[arg(long, value_enum, default_value = "resized")]
     pub stage: Stage,
-    /// Model input side in pixels (square); default from the seed contract (96).
+    /// The model whose contract (geometry, size, CLAHE) is applied (default: the one `screen` uses).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Input side in pixels, instead of the model's.
     #[arg(long)]
     pub size: Option<u32>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let mut contract = ModelContract::default();
+    let model = match &args.model {
+        Some(p) => p.clone(),
+        None => edge_runtime::engine::locate_model()?,
+    };
+    let onnx = tract_onnx::onnx()
+        .model_for_path(&model)
+        .with_context(|| format!("reading model {}", model.display()))?;
+    let mut contract = edge_runtime::engine::read_contract(&onnx, &model)?;
     if let Some(s) = args.size {
         contract.input.width = s;
         contract.input.height = s;
@@ -44,6 +57,20 @@ pub fn run(args: &Args) -> Result<()> {
     let photo = decode::load_rgb8(&args.image)?;
     let mut ws = Workspace::default();
     let (rgb, w, h) = match args.stage {
+        Stage::Clahe if spec.fov.is_some() => bail!(
+            "{} crops the fundus disc before CLAHE: ask for --stage disc (or resized)",
+            model.display()
+        ),
+        Stage::Disc if spec.fov.is_none() => bail!(
+            "{} equalises the whole frame: ask for --stage clahe (or resized)",
+            model.display()
+        ),
+        Stage::Disc => {
+            let (rgb, _) = ws
+                .fov_stage(&photo.rgb, photo.width, photo.height, &spec)
+                .with_context(|| format!("finding the fundus disc in {}", args.image.display()))?;
+            (rgb, spec.out_width, spec.out_height)
+        }
         Stage::Clahe => (
             ws.equalise(&photo.rgb, photo.width, photo.height, &spec.clahe)
                 .with_context(|| format!("equalising {}", args.image.display()))?,

@@ -12,7 +12,8 @@ pub struct Args {
     /// Fundus photos (JPEG or PNG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Model file (default: $DRSCREEN_MODEL, else the shipped models/drscreen-default.onnx).
+    /// Model file (default: $DRSCREEN_MODEL, else drscreen-default.onnx beside the binary, in
+    /// models/ beside it, ../share/drscreen/, /usr/share/drscreen/ or the checkout's models/).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// One JSON record per photo on stdout instead of text.
@@ -22,7 +23,7 @@ pub struct Args {
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
     /// Threads the TTA views of a screening are spread over (default: one per CPU core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
 }
 
@@ -37,6 +38,7 @@ pub fn describe(r: &Record) -> String {
             });
             format!("UNGRADABLE, retake: {}", why.unwrap_or_default())
         }
+        Outcome::Unreadable => format!("NOT SCREENED: {}", r.error.as_deref().unwrap_or_default()),
     };
     let p = r.probability.map_or(String::new(), |p| {
         let views: Vec<String> = r.per_view.iter().map(|v| format!("{v:.4}")).collect();
@@ -49,15 +51,24 @@ pub fn describe(r: &Record) -> String {
     format!("{}: {what}{p} | {:.0} ms", r.image, r.latency.total_ms)
 }
 
-/// Opens the results log, warning about lines a crash tore.
+/// Opens the results log, saying where it writes and warning about a line a crash tore.
 pub fn open_log(path: &std::path::Path) -> Result<(Log, Recovered)> {
     let (log, recovered) = Log::open(path)?;
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    eprintln!(
+        "logging to {} ({} earlier records)",
+        shown.display(),
+        recovered.records.len()
+    );
     for t in &recovered.torn {
         eprintln!(
-            "warning: {} line {} ({} bytes) is torn and was skipped: {}",
+            "warning: {} line {} ({} bytes) was torn by a crash mid-write; it was moved to {}: {}",
             path.display(),
             t.line,
             t.bytes,
+            t.moved_to
+                .as_deref()
+                .map_or_else(|| "nowhere".into(), |p| p.display().to_string()),
             t.error
         );
     }
@@ -80,8 +91,20 @@ pub fn run(a: &Args) -> Result<()> {
     let engine = super::load_engine(a.model.as_deref(), a.threads)?;
     let (mut log, _) = open_log(&a.log)?;
     let mut screener = Screener::new(engine);
+    let mut not_screened = 0;
     for image in &a.images {
-        log_then_print(&mut log, &screener.screen_file(image), a.json)?;
+        let r = screener.screen_file(image);
+        not_screened += usize::from(matches!(
+            r.outcome,
+            Outcome::Ungradable | Outcome::Unreadable
+        ));
+        log_then_print(&mut log, &r, a.json)?;
+    }
+    if not_screened > 0 {
+        anyhow::bail!(
+            "{not_screened} of {} photos were not screened (each is logged with the reason)",
+            a.images.len()
+        );
     }
     Ok(())
 }

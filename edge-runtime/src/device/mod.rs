@@ -282,7 +282,9 @@ mod tests {
         let led = match record.outcome {
             Outcome::NoReferral => "green",
             Outcome::Refer => "red",
-            Outcome::Ungradable => panic!("a real photo was not screened: {:?}", record.error),
+            Outcome::Ungradable | Outcome::Unreadable => {
+                panic!("a real photo was not screened: {:?}", record.error)
+            }
         };
         let lit = lit(&r.events);
         assert_eq!(

@@ -83,7 +83,7 @@ impl Camera for FolderCamera {
             }
             if let Some((_, p)) = newest {
                 let name = p.display().to_string();
-                return match std::fs::read(&p) {
+                return match drscreen_core::decode::read_photo(&p) {
                     Ok(bytes) => Ok(Shot { name, bytes }),
                     Err(e) => Err(Missed {
                         image: name,

@@ -190,7 +190,7 @@ impl Watcher {
             if s.incomplete && !timed_out {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&p) else {
+            let Ok(bytes) = drscreen_core::decode::read_photo(&p) else {
                 continue;
             };
             let complete = !bytes.is_empty() && looks_complete(&bytes);

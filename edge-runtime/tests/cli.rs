@@ -1,0 +1,184 @@
+//! The operator's CLI: exit codes, "no such file" for a typo, refused settings and logs, and where
+//! it writes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs `edge-runtime ARGS` in `dir`: (exit code, stdout, stderr).
+fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-runtime"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DRSCREEN_LOG")
+        .env_remove("DRSCREEN_MODEL")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn model() -> String {
+    edge_runtime::engine::default_model().display().to_string()
+}
+
+#[test]
+fn screen_exits_1_when_a_photo_was_not_screened_and_says_no_such_file_for_a_typo() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("fundus_rgb.jpg");
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "screen",
+            "--model",
+            &model(),
+            good.to_str().unwrap(),
+            "no-such-photo.jpg",
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    let typo = out
+        .lines()
+        .find(|l| l.starts_with("no-such-photo.jpg"))
+        .unwrap_or_else(|| panic!("no line for the typo: {out}"));
+    assert!(
+        typo.contains("NOT SCREENED: no such file") && !typo.contains("retake"),
+        "{typo}"
+    );
+    assert!(err.contains("1 of 2 photos were not screened"), "{err}");
+    // Both were logged, the good photo first.
+    let log = std::fs::read_to_string(dir.path().join("drscreen-results.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    assert!(log
+        .lines()
+        .nth(1)
+        .unwrap()
+        .contains("\"outcome\":\"unreadable\""));
+
+    let (code, out, err) = run(
+        dir.path(),
+        &["screen", "--model", &model(), good.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+#[test]
+fn screen_says_where_it_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("fundus_rgb.jpg");
+    let (code, _, err) = run(
+        dir.path(),
+        &["screen", "--model", &model(), good.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let want = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("drscreen-results.jsonl");
+    assert!(
+        err.contains(&format!("logging to {}", want.display()))
+            || err.contains(&format!(
+                "logging to {}",
+                dir.path().join("drscreen-results.jsonl").display()
+            )),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_threads_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("fundus_rgb.jpg");
+    for sub in ["screen", "watch"] {
+        let target = if sub == "screen" {
+            good.to_str().unwrap().to_string()
+        } else {
+            dir.path().display().to_string()
+        };
+        let (code, _, err) = run(dir.path(), &[sub, "--threads", "0", &target]);
+        assert_eq!(code, Some(2), "{sub}: {err}");
+        assert!(err.contains("must be at least 1"), "{sub}: {err}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_drscreen_log_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "clinic notes, Monday\nnot a log\n").unwrap();
+    let good = fixture("fundus_rgb.jpg");
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "screen",
+            "--model",
+            &model(),
+            "--log",
+            notes.to_str().unwrap(),
+            good.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("is not a drscreen results log"), "{err}");
+    assert!(out.is_empty(), "a result was shown unlogged: {out}");
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "clinic notes, Monday\nnot a log\n"
+    );
+}
+
+#[test]
+fn a_device_file_is_not_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["screen", "--model", &model(), "/dev/zero"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("longer than 64 MiB"), "{out}");
+}
+
+#[test]
+fn preprocess_takes_its_size_and_geometry_from_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = fixture("fundus_rgb.jpg");
+    let out = dir.path().join("input.png");
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "preprocess",
+            "--model",
+            &model(),
+            good.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let engine =
+        edge_runtime::engine::Engine::load(&edge_runtime::engine::default_model()).unwrap();
+    let img = image::open(&out).unwrap();
+    assert_eq!(img.width(), engine.contract.input.width);
+    assert_eq!(img.height(), engine.contract.input.height);
+}
+
+#[test]
+fn the_help_names_the_features_this_build_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(dir.path(), &["--help"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.contains("--features rpi"),
+        !cfg!(feature = "rpi"),
+        "{out}"
+    );
+    assert_eq!(
+        out.contains("--features capture"),
+        !cfg!(feature = "capture"),
+        "{out}"
+    );
+}
