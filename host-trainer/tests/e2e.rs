@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use host_trainer::data::cache::{prepare, Cache, CacheSpec, PrepareOptions};
-use host_trainer::data::labels::{read_labels, Positive};
+use host_trainer::data::labels::Positive;
+use host_trainer::data::sources::{from_table, read_sources, Source};
 use host_trainer::data::split::Split;
 use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
@@ -17,12 +18,13 @@ fn spec(size: usize) -> CacheSpec {
         clip_limit: 2.0,
         tiles_x: 8,
         tiles_y: 8,
-        interpolation: drscreen_core::Interpolation::Linear,
+        interpolation: drscreen_core::Interpolation::Area,
+        fov: Some(drscreen_core::FovParams::default()),
     }
 }
 
 fn prep(labels: &Path, out: &Path, size: usize, val: f64, test: f64) -> Cache {
-    let (layout, records) = read_labels(labels, None).unwrap();
+    let sources = read_sources(&[from_table(labels, None).unwrap()]).unwrap();
     let opts = PrepareOptions {
         positive: Positive::AnyDr,
         val,
@@ -31,8 +33,84 @@ fn prep(labels: &Path, out: &Path, size: usize, val: f64, test: f64) -> Cache {
         spec: spec(size),
         progress: false,
     };
-    prepare(labels, layout, &records, out, &opts).unwrap();
+    prepare(&sources, out, &opts).unwrap();
     Cache::open(out).unwrap()
+}
+
+/// A label table of the first `n` rows of a real source's table, under `dir/name/`.
+fn real_subset(dir: &Path, name: &str, n: usize) -> Source {
+    let table = data_dir().join(name).join("labels.csv");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let sub: Vec<&str> = text.lines().take(n + 1).collect();
+    let out = dir.join(name).join("labels.csv");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, sub.join("\n") + "\n").unwrap();
+    let mut s = from_table(&out, Some(&data_dir().join(name).join("images"))).unwrap();
+    s.open_licence = name == "idrid";
+    s
+}
+
+#[test]
+fn several_sources_are_split_each_on_its_own_and_keep_their_name_and_licence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut idrid = real_subset(dir.path(), "idrid", 40);
+    idrid.licence = "CC BY 4.0".into();
+    let aptos = real_subset(dir.path(), "aptos2019", 60);
+    let sources = read_sources(&[idrid.clone(), aptos.clone()]).unwrap();
+    let opts = PrepareOptions {
+        positive: Positive::ReferableDr,
+        val: 0.25,
+        test: 0.0,
+        seed: 42,
+        spec: spec(32),
+        progress: false,
+    };
+    let m = prepare(&sources, &dir.path().join("cache"), &opts).unwrap();
+    assert_eq!(m.sources.len(), 2);
+    for s in &m.sources {
+        let val = &s.splits[&Split::Val];
+        assert!(val.count >= 8, "{}: val {}", s.source.name, val.count);
+        assert!(val.positives > 0, "{}: no positive in val", s.source.name);
+    }
+    assert!(
+        m.sources_summary()
+            .starts_with("idrid (CC BY 4.0) + aptos2019 (APTOS 2019"),
+        "{}",
+        m.sources_summary()
+    );
+    assert!(m
+        .entries
+        .iter()
+        .all(|e| (e.source == "idrid") == e.id.starts_with("IDRiD")));
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let val = cache.split(Split::Val).unwrap();
+    assert_eq!(val.sources.len(), val.len());
+    // A source none of whose photos can be read is an error that names it; nothing is kept of it.
+    let mut gone = aptos.clone();
+    gone.name = "gone".into();
+    gone.images = Some(dir.path().join("nowhere"));
+    let sources = read_sources(&[idrid, gone]).unwrap();
+    let err = format!(
+        "{:#}",
+        prepare(&sources, &dir.path().join("c2"), &opts).unwrap_err()
+    );
+    assert!(
+        err.contains("source `gone`") && err.contains("none of its 60 photos"),
+        "{err}"
+    );
+    // Sizes the network cannot take are refused before any work.
+    let sources = read_sources(&[aptos]).unwrap();
+    for size in [0, 16, 100_000] {
+        let o = PrepareOptions {
+            spec: spec(size),
+            ..opts.clone()
+        };
+        let err = format!(
+            "{:#}",
+            prepare(&sources, &dir.path().join("c3"), &o).unwrap_err()
+        );
+        assert!(err.contains("outside 32..=1024"), "{err}");
+    }
 }
 
 fn quick_config(cache: &Path, out: &Path, epochs: usize) -> TrainConfig {
@@ -99,7 +177,7 @@ fn real_split_keeps_patients_together_and_uses_duplicates_once() {
         labels.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let cache = prep(&labels, dir.path(), 16, 0.25, 0.25);
+    let cache = prep(&labels, dir.path(), 32, 0.25, 0.25);
     let m = &cache.manifest;
     let mut side = std::collections::HashMap::new();
     for e in &m.entries {

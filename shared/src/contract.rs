@@ -85,11 +85,34 @@ pub struct Thresholds {
     pub default: OperatingPoint,
 }
 
+/// One source of a model's training data: its name, licence, and photos in each split.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DataSource {
+    pub name: heapless::String<24>,
+    /// The licence as its holder states it; the model's weights inherit it.
+    pub licence: Text,
+    /// Whether that licence is open (a model trained on open sources alone is free to share).
+    pub open_licence: bool,
+    pub train_images: u32,
+    pub val_images: u32,
+}
+
+/// Most sources one contract lists.
+pub const MAX_SOURCES: usize = 8;
+
 /// Where the model came from and how it did (filled by the exporter).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DataSummary {
+    /// The training sources' names (`idrid + aptos2019`).
     pub dataset: Text,
+    /// Each training source with its licence (absent in files before version 2).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "heapless::Vec::is_empty")
+    )]
+    pub sources: heapless::Vec<DataSource, MAX_SOURCES>,
     pub train_images: u32,
     pub val_images: u32,
     pub val_auc: Option<f32>,

@@ -9,7 +9,8 @@ use edge_runtime::engine::{default_model, Engine};
 use edge_runtime::record::Outcome;
 use edge_runtime::screen::Screener;
 use host_trainer::data::cache::{prepare, Cache, CacheSpec, PrepareOptions};
-use host_trainer::data::labels::{read_labels, Positive};
+use host_trainer::data::labels::Positive;
+use host_trainer::data::sources::{from_table, read_sources, SourceRecords};
 use host_trainer::data::split::Split;
 use host_trainer::data::synth::{write_dataset, SynthOptions};
 use host_trainer::eval::evaluate::{evaluate, EvalOptions};
@@ -250,6 +251,11 @@ fn shipped_model_matches_its_golden_outputs_on_the_edge() {
     }
 }
 
+/// One source from a label table, as `prepare --labels` reads it.
+fn one_source(labels: &Path, images: Option<&Path>) -> Vec<SourceRecords> {
+    read_sources(&[from_table(labels, images).unwrap()]).unwrap()
+}
+
 #[test]
 fn core_gives_the_same_bytes_from_host_trainer_and_from_edge_runtime() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,36 +272,55 @@ fn core_gives_the_same_bytes_from_host_trainer_and_from_edge_runtime() {
     }
     std::fs::write(&labels, csv).unwrap();
     let images = data_dir().join("idrid/images");
-    let (layout, records) = read_labels(&labels, Some(&images)).unwrap();
-    let spec = CacheSpec {
-        size: 224,
-        clip_limit: 2.0,
-        tiles_x: 8,
-        tiles_y: 8,
-        interpolation: drscreen_core::Interpolation::Linear,
-    };
-    let opts = PrepareOptions {
-        positive: Positive::AnyDr,
-        val: 0.0,
-        test: 0.0,
-        seed: 1,
-        spec: spec.clone(),
-        progress: false,
-    };
-    prepare(&labels, layout, &records, &dir.path().join("cache"), &opts).unwrap();
-    let cache = Cache::open(&dir.path().join("cache")).unwrap();
-    let train = cache.split(Split::Train).unwrap();
-    let mut ws = Workspace::default();
-    for (i, id) in train.ids.iter().enumerate() {
-        let p = edge_runtime::decode::load_rgb8(&images.join(id)).unwrap();
-        let edge = ws
-            .preprocess(&p.rgb, p.width, p.height, &spec.preprocess())
-            .unwrap();
-        assert_eq!(
-            train.image(i),
-            &edge[..],
-            "{id}: host cache and edge preprocessing differ"
-        );
+    let sources = one_source(&labels, Some(&images));
+    // Both geometries: the whole frame (contract version 1) and the disc square (version 2),
+    // whose cache also keeps the square before CLAHE for the trainer's camera augmentation.
+    for fov in [None, Some(drscreen_core::FovParams::default())] {
+        let spec = CacheSpec {
+            size: 224,
+            clip_limit: 2.0,
+            tiles_x: 8,
+            tiles_y: 8,
+            interpolation: drscreen_core::Interpolation::Linear,
+            fov,
+        };
+        let opts = PrepareOptions {
+            positive: Positive::AnyDr,
+            val: 0.0,
+            test: 0.0,
+            seed: 1,
+            spec: spec.clone(),
+            progress: false,
+        };
+        let out = dir.path().join(format!("cache-{}", fov.is_some()));
+        prepare(&sources, &out, &opts).unwrap();
+        let cache = Cache::open(&out).unwrap();
+        let train = cache.split(Split::Train).unwrap();
+        assert_eq!(train.len(), names.len());
+        let mut ws = Workspace::default();
+        for (i, id) in train.ids.iter().enumerate() {
+            let p = edge_runtime::decode::load_rgb8(&images.join(id)).unwrap();
+            let edge = ws
+                .preprocess(&p.rgb, p.width, p.height, &spec.preprocess())
+                .unwrap();
+            assert!(
+                train.image(i) == &edge[..],
+                "{id} ({fov:?}): host cache and edge preprocessing differ"
+            );
+            match fov {
+                Some(_) => {
+                    let raw = train
+                        .raw_image(i)
+                        .expect("a field-of-view cache keeps the raw square");
+                    let eq = ws.equalise(raw, 224, 224, &spec.clahe_params()).unwrap();
+                    assert!(
+                        eq == edge,
+                        "{id}: CLAHE of the cached square is not the model input"
+                    );
+                }
+                None => assert!(train.raw_image(i).is_none()),
+            }
+        }
     }
 }
 
@@ -313,13 +338,15 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
     )
     .unwrap();
     let labels = synth.join("trainLabels.csv");
-    let (layout, records) = read_labels(&labels, None).unwrap();
+    let sources = one_source(&labels, None);
+    // The field-of-view geometry (contract version 2), as the shipped model is prepared.
     let spec = CacheSpec {
         size: 64,
         clip_limit: 2.0,
         tiles_x: 8,
         tiles_y: 8,
-        interpolation: drscreen_core::Interpolation::Linear,
+        interpolation: drscreen_core::Interpolation::Area,
+        fov: Some(drscreen_core::FovParams::default()),
     };
     let cache = dir.path().join("cache");
     let opts = PrepareOptions {
@@ -330,13 +357,23 @@ fn a_fresh_model_trained_and_exported_now_agrees_between_host_and_edge() {
         spec,
         progress: false,
     };
-    prepare(&labels, layout, &records, &cache, &opts).unwrap();
+    prepare(&sources, &cache, &opts).unwrap();
     let run = dir.path().join("run");
     let mut cfg = TrainConfig {
         cache: cache.clone(),
         out: run.clone(),
         ..Default::default()
     };
+    // Camera augmentation before CLAHE and framing jitter run in the loop.
+    cfg.augment.camera = host_trainer::train::camera::CameraConfig {
+        exposure: 0.5,
+        colour_cast: 0.1,
+        gamma: 0.3,
+        blur: 1.0,
+        noise: 4.0,
+        jpeg_quality: 50,
+    };
+    cfg.augment.translate = 0.05;
     cfg.optim.epochs = 1;
     cfg.optim.max_batches_per_epoch = 3;
     train(&cfg, false, false).unwrap();

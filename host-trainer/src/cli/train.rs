@@ -24,6 +24,9 @@ pub struct Args {
     /// Continue a stopped run from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in a run folder that already holds a run (its checkpoints are replaced).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -49,6 +52,14 @@ pub fn run(a: &Args) -> Result<()> {
     ensure!(
         !cfg.out.as_os_str().is_empty(),
         "no run folder: give --out or `out` in the config"
+    );
+    let earlier = host_trainer::train::fit::run_file(&cfg.out, host_trainer::train::fit::STATE);
+    ensure!(
+        a.resume || a.force || !earlier.exists(),
+        "{} already holds a run ({} exists): add --resume to continue it, --force to start it \
+         afresh (its checkpoints are replaced), or give another --out",
+        cfg.out.display(),
+        earlier.display()
     );
     let s = train(&cfg, a.resume, !a.quiet)?;
     println!(

@@ -30,6 +30,9 @@ pub struct Record {
     pub level: u8,
     /// Patient key: both eyes of a patient share it.
     pub patient: String,
+    /// The table's `referable` column (grade >= 2 or macular edema), where it has one.
+    #[serde(default)]
+    pub referable: Option<bool>,
 }
 
 /// Which grades count as positive.
@@ -38,7 +41,7 @@ pub struct Record {
 pub enum Positive {
     /// Grades 1-4 (the seed).
     AnyDr,
-    /// Grades 2-4.
+    /// Grades 2-4, or macular edema where the table grades it (its `referable` column).
     ReferableDr,
 }
 
@@ -66,6 +69,14 @@ impl Positive {
         match self {
             Positive::AnyDr => level >= 1,
             Positive::ReferableDr => level >= 2,
+        }
+    }
+
+    /// The label of a record: its table's `referable` column where it has one.
+    pub fn of_record(self, r: &Record) -> bool {
+        match (self, r.referable) {
+            (Positive::ReferableDr, Some(referable)) => referable,
+            _ => self.of(r.level),
         }
     }
 }
@@ -97,6 +108,7 @@ pub fn read_labels(csv_path: &Path, images: Option<&Path>) -> Result<(Layout, Ve
             headers.iter().collect::<Vec<_>>().join(",")
         ),
     };
+    let referable_col = col("referable");
     let mut layout = layout_guess;
     let mut records = Vec::new();
     for (line, row) in rdr.records().enumerate() {
@@ -153,11 +165,27 @@ pub fn read_labels(csv_path: &Path, images: Option<&Path>) -> Result<(Layout, Ve
                 (dir.join(&id), patient)
             }
         };
+        let referable = match referable_col.and_then(|c| row.get(c)) {
+            None | Some("") => None,
+            Some("0") => Some(false),
+            Some("1") => Some(true),
+            Some(v) => bail!(
+                "{}:{line}: `referable` of {id} is `{v}`, not 0 or 1",
+                csv_path.display()
+            ),
+        };
+        if referable == Some(false) && level >= 2 {
+            bail!(
+                "{}:{line}: {id} is grade {level} but not referable: grades 2-4 are referable",
+                csv_path.display()
+            );
+        }
         records.push(Record {
             id,
             path,
             level,
             patient,
+            referable,
         });
     }
     let Some(layout) = layout else {
@@ -210,6 +238,8 @@ mod tests {
         let (layout, r) = read_labels(&p, None).unwrap();
         assert_eq!(layout, Layout::Drscreen);
         assert_eq!(r[1].patient, "Patient001");
+        assert_eq!(r[2].referable, Some(true));
+        assert!(!Positive::ReferableDr.of_record(&r[1]) && Positive::ReferableDr.of_record(&r[2]));
         assert_eq!(r[2].patient, "X.jpg");
         assert_eq!(r[0].path, d.path().join("images/Patient001_L.jpg"));
     }

@@ -1,5 +1,6 @@
-//! Patient-level stratified split: both eyes of a patient, and byte-identical photos, always land
-//! on the same side; each side keeps the positive rate of the whole; seeded.
+//! Patient-level stratified split: both eyes of a patient, byte-identical photos and listed
+//! near-duplicates always land on the same side; each side keeps the positive rate of the whole;
+//! seeded. Several sources are split one by one (`cache::prepare`), so each has its own val part.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -43,10 +44,14 @@ impl UnionFind {
     }
 }
 
-/// Groups of record indices that must stay together: same patient or same content hash.
-pub fn groups(patients: &[&str], hashes: &[&str]) -> Vec<Vec<usize>> {
+/// Groups of record indices that must stay together: same patient, same content hash, or a
+/// listed near-duplicate pair (`links`).
+pub fn groups(patients: &[&str], hashes: &[&str], links: &[(usize, usize)]) -> Vec<Vec<usize>> {
     let n = patients.len();
     let mut uf = UnionFind((0..n).collect());
+    for &(a, b) in links {
+        uf.union(a, b);
+    }
     for key in [patients, hashes] {
         let mut first = std::collections::HashMap::new();
         for (i, k) in key.iter().enumerate() {
@@ -70,6 +75,7 @@ pub fn groups(patients: &[&str], hashes: &[&str]) -> Vec<Vec<usize>> {
 pub fn assign(
     patients: &[&str],
     hashes: &[&str],
+    links: &[(usize, usize)],
     positive: &[bool],
     val: f64,
     test: f64,
@@ -77,7 +83,7 @@ pub fn assign(
 ) -> Vec<Split> {
     let mut out = vec![Split::Train; patients.len()];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let all = groups(patients, hashes);
+    let all = groups(patients, hashes, links);
     for stratum in [true, false] {
         let mut gs: Vec<&Vec<usize>> = all
             .iter()
@@ -118,14 +124,16 @@ mod tests {
         let patients: Vec<String> = (0..n).map(|i| format!("p{}", i / 2)).collect();
         let mut hashes: Vec<String> = (0..n).map(|i| format!("h{i}")).collect();
         hashes[7] = "h100".into(); // a byte-identical photo of another patient
+        let links = [(11, 301)]; // a near-duplicate pair
         let positive: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
         let p: Vec<&str> = patients.iter().map(String::as_str).collect();
         let h: Vec<&str> = hashes.iter().map(String::as_str).collect();
-        let s = assign(&p, &h, &positive, 0.2, 0.1, 42);
+        let s = assign(&p, &h, &links, &positive, 0.2, 0.1, 42);
         for i in (0..n).step_by(2) {
             assert_eq!(s[i], s[i + 1], "patient {} split", i / 2);
         }
         assert_eq!(s[7], s[100]);
+        assert_eq!(s[11], s[301]);
         let count = |x: Split| s.iter().filter(|&&y| y == x).count();
         assert!(
             (70..=90).contains(&count(Split::Val)),
@@ -140,9 +148,9 @@ mod tests {
         assert!((pos_rate(Split::Val) - pos_rate(Split::Train)).abs() < 0.1);
         assert_eq!(
             s,
-            assign(&p, &h, &positive, 0.2, 0.1, 42),
+            assign(&p, &h, &links, &positive, 0.2, 0.1, 42),
             "same seed, same split"
         );
-        assert_ne!(s, assign(&p, &h, &positive, 0.2, 0.1, 43));
+        assert_ne!(s, assign(&p, &h, &links, &positive, 0.2, 0.1, 43));
     }
 }

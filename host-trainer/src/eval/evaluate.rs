@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use drscreen_core::{aggregate, write_views, View, SEED_VIEWS};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
@@ -56,6 +56,8 @@ pub fn load_run(run: &Path, checkpoint: Option<&Path>, device: Device) -> Result
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prediction {
     pub id: String,
+    /// Source (data spec name) of the photo.
+    pub source: String,
     pub level: u8,
     pub label: bool,
     pub per_view: Vec<f32>,
@@ -97,6 +99,7 @@ pub fn predict_tta(
             let r = aggregate(&p[k * views.len()..(k + 1) * views.len()])?;
             out.push(Prediction {
                 id: data.ids[i].clone(),
+                source: data.sources[i].clone(),
                 level: data.levels[i],
                 label: data.labels[i],
                 per_view: r.per_view.to_vec(),
@@ -128,13 +131,13 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
     let device = crate::train::augment::training_device();
     let loaded = load_run(&o.run, o.checkpoint.as_deref(), device)?;
     let cache = Cache::open(&o.cache)?;
-    ensure!(
-        cache.manifest.spec == loaded.info.cache_spec,
-        "cache {} was preprocessed as {:?}, the model expects {:?}",
-        o.cache.display(),
-        cache.manifest.spec,
-        loaded.info.cache_spec
-    );
+    if let Some(why) = cache.manifest.spec.mismatch(&loaded.info.cache_spec) {
+        anyhow::bail!(
+            "cache {} was not preprocessed as the model of {} expects: {why}",
+            o.cache.display(),
+            o.run.display()
+        );
+    }
     let data = cache.split(o.split)?;
     let views: Vec<View> = if o.no_tta {
         vec![View::Identity]
@@ -157,7 +160,8 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
     let context = serde_json::json!({
         "run": o.run, "cache": o.cache, "split": o.split, "views": views.len(),
         "thresholds_from": o.thresholds_from, "device": format!("{device:?}"),
-        "labels": cache.manifest.labels, "positive": cache.manifest.positive,
+        "sources": cache.manifest.sources_summary(), "positive": cache.manifest.positive,
+        "by_source": by_source(&preds, &metrics, o.n_boot)?,
     });
     write_json(&o.out.join("metrics.json"), &metrics, &context)?;
     let title = format!(
@@ -180,7 +184,7 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
     let mut csv = std::fs::File::create(o.out.join("predictions.csv"))?;
     writeln!(
         csv,
-        "id,level,label,{},probability",
+        "id,source,level,label,{},probability",
         (0..views.len())
             .map(|v| format!("view{v}"))
             .collect::<Vec<_>>()
@@ -190,8 +194,9 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
         let v: Vec<String> = p.per_view.iter().map(|x| format!("{x:.6}")).collect();
         writeln!(
             csv,
-            "{},{},{},{},{:.6}",
+            "{},{},{},{},{},{:.6}",
             p.id,
+            p.source,
             p.level,
             p.label as u8,
             v.join(","),
@@ -199,4 +204,35 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
         )?;
     }
     Ok(metrics)
+}
+
+/// AUC (with its bootstrap CI) and the pooled thresholds' sensitivity and specificity for each
+/// source of the split; a source with one class only gets its counts and operating points.
+fn by_source(preds: &[Prediction], pooled: &Metrics, n_boot: usize) -> Result<serde_json::Value> {
+    let mut names: Vec<&str> = preds.iter().map(|p| p.source.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = serde_json::Map::new();
+    for name in names {
+        let part: Vec<&Prediction> = preds.iter().filter(|p| p.source == name).collect();
+        let scores: Vec<f32> = part.iter().map(|p| p.probability).collect();
+        let labels: Vec<bool> = part.iter().map(|p| p.label).collect();
+        let op = OperatingPointMetrics::at(&scores, &labels, pooled.target_sensitivity.threshold)?;
+        let both = labels.iter().any(|&l| l) && labels.iter().any(|&l| !l);
+        let (auc, ci) = if both {
+            let m = Metrics::compute(&scores, &labels, pooled.sensitivity_target, n_boot, 7)?;
+            (Some(m.auc), Some(m.auc_ci))
+        } else {
+            (None, None)
+        };
+        out.insert(
+            name.to_owned(),
+            serde_json::json!({
+                "n": part.len(), "positives": labels.iter().filter(|&&l| l).count(),
+                "auc": auc, "auc_ci": ci,
+                "threshold": op.threshold, "sensitivity": op.sensitivity, "specificity": op.specificity,
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
 }

@@ -647,7 +647,7 @@ pub fn distill(
             }
             let x = Tensor::from_slice(&buf).view([chunk.len() as i64, 3, s as i64, s as i64]);
             let x = match augmentation {
-                Some(a) => augment(&x, a),
+                Some(a) => augment(&x, a, train.is_fov()),
                 None => x,
             };
             let target = tch::no_grad(|| teacher.forward_t(&x, false));

@@ -313,7 +313,6 @@ pub fn var_weights(vs: &tch::nn::VarStore) -> Result<Weights> {
 pub fn contract(
     loaded: &Loaded,
     val: &Metrics,
-    val_ctx: &serde_json::Value,
     external: Option<(&Metrics, &serde_json::Value)>,
 ) -> Result<ModelContract> {
     let spec = &loaded.info.cache_spec;
@@ -329,28 +328,57 @@ pub fn contract(
         sensitivity_target: val.sensitivity_target as f32,
         default: OperatingPoint::TargetSensitivity,
     };
+    if let Some(fov) = spec.fov {
+        c.contract_version = drscreen_core::CONTRACT_VERSION;
+        c.fov = Some(fov);
+    }
     let cache = crate::data::cache::Cache::open(&loaded.info.config.cache)?;
     let count = |s| cache.manifest.splits.get(&s).map_or(0, |i| i.count as u32);
+    let names = |ctx: &serde_json::Value| {
+        // "idrid (CC BY 4.0) + aptos2019 (...)" -> "idrid + aptos2019"
+        ctx["sources"]
+            .as_str()
+            .unwrap_or("")
+            .split(" + ")
+            .map(|s| s.split(" (").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let mut sources = heapless::Vec::new();
+    for s in &cache.manifest.sources {
+        let n = |split| s.splits.get(&split).map_or(0, |i| i.count as u32);
+        let entry = drscreen_core::contract::DataSource {
+            name: heapless::String::try_from(s.source.name.as_str())
+                .map_err(|_| anyhow::anyhow!("source name `{}` is over 24 bytes", s.source.name))?,
+            licence: text(&s.source.licence),
+            open_licence: s.source.open_licence,
+            train_images: n(crate::data::split::Split::Train),
+            val_images: n(crate::data::split::Split::Val),
+        };
+        sources.push(entry).map_err(|_| {
+            anyhow::anyhow!(
+                "a contract lists at most {} sources",
+                drscreen_core::contract::MAX_SOURCES
+            )
+        })?;
+    }
     c.data = DataSummary {
         dataset: text(
-            &val_ctx["labels"]
-                .as_str()
-                .unwrap_or("")
-                .replace("../shared/data/", ""),
+            &cache
+                .manifest
+                .sources
+                .iter()
+                .map(|s| s.source.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
         ),
+        sources,
         train_images: count(crate::data::split::Split::Train),
         val_images: count(crate::data::split::Split::Val),
         val_auc: Some(val.auc as f32),
         val_sensitivity: Some(val.target_sensitivity.sensitivity as f32),
         val_specificity: Some(val.target_sensitivity.specificity as f32),
-        external_dataset: external.map(|(_, ctx)| {
-            text(
-                &ctx["labels"]
-                    .as_str()
-                    .unwrap_or("")
-                    .replace("../shared/data/", ""),
-            )
-        }),
+        external_dataset: external.map(|(_, ctx)| text(&names(ctx))),
         external_auc: external.map(|(m, _)| m.auc as f32),
     };
     c.validate()
@@ -696,9 +724,9 @@ pub fn export(o: &ExportOptions) -> Result<Golden> {
         o.out.display()
     );
     let loaded = load_run(&o.run, o.checkpoint.as_deref(), Device::Cpu)?;
-    let (val, val_ctx) = read_json(&o.val_metrics)?;
+    let (val, _) = read_json(&o.val_metrics)?;
     let ext = o.external_metrics.as_deref().map(read_json).transpose()?;
-    let mut contract = contract(&loaded, &val, &val_ctx, ext.as_ref().map(|(m, c)| (m, c)))?;
+    let mut contract = contract(&loaded, &val, ext.as_ref().map(|(m, c)| (m, c)))?;
     let w = weights(&loaded)?;
     let n_views = contract.tta.len();
     let s = contract.input.width as usize;

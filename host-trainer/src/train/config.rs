@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum Monitor {
     /// Validation ROC AUC (threshold-free; the default for screening).
     ValAuc,
+    /// The mean of each source's validation ROC AUC (a large, easy source does not outvote a
+    /// small one).
+    ValAucBySource,
     /// Validation accuracy at 0.5 (the seed's choice).
     ValAccuracy,
     /// Validation focal loss (lower is better).
@@ -50,6 +53,20 @@ pub struct OptimConfig {
     pub seed: u64,
     /// Stop after this many batches per epoch (0 = all); for smoke tests and benchmarks.
     pub max_batches_per_epoch: usize,
+    /// Decoupled weight decay (AdamW) when > 0; 0 is the seed's Adam.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+}
+
+/// How the learning rate moves over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// ReduceLROnPlateau on the monitored score (the seed's).
+    Plateau,
+    /// Cosine decay from `lr` to 0 over `epochs`, stepped every batch.
+    Cosine,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +79,10 @@ pub struct AugmentConfig {
     pub zoom: f64,
     /// Contrast range (0.1 = factor in [0.9, 1.1]).
     pub contrast: f64,
+    /// Framing jitter: a shift of up to this fraction of the side along each axis.
+    pub translate: f64,
+    /// Camera augmentation before CLAHE (field-of-view caches only).
+    pub camera: super::camera::CameraConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -102,6 +123,8 @@ impl Default for OptimConfig {
             oversample: true,
             seed: 42,
             max_batches_per_epoch: 0,
+            weight_decay: 0.0,
+            schedule: Schedule::Plateau,
         }
     }
 }
@@ -113,6 +136,8 @@ impl Default for AugmentConfig {
             rotation: 0.1,
             zoom: 0.1,
             contrast: 0.1,
+            translate: 0.0,
+            camera: Default::default(),
         }
     }
 }

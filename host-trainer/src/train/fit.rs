@@ -14,7 +14,8 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::augment::{augment, training_device};
-use super::config::{Monitor, TrainConfig};
+use super::camera::augment_camera;
+use super::config::{Monitor, Schedule, TrainConfig};
 use super::loss::focal_loss;
 use crate::data::cache::{Cache, SplitData};
 use crate::data::split::Split;
@@ -35,6 +36,9 @@ pub struct EpochMetrics {
     pub val_loss: f64,
     pub val_accuracy: f64,
     pub val_auc: f64,
+    /// Validation AUC of each source (absent where a source's val part has one class).
+    #[serde(default)]
+    pub val_auc_by_source: std::collections::BTreeMap<String, f64>,
     pub lr: f64,
     pub train_images_per_sec: f64,
     pub seconds: f64,
@@ -84,6 +88,41 @@ pub fn batch_tensor(data: &SplitData, idx: &[usize], device: Device) -> Tensor {
         / 255.0
 }
 
+/// A training batch: with camera augmentation (field-of-view caches), each photo's disc square
+/// is augmented before the core's CLAHE, as a camera would change it; else the cached input.
+fn train_batch(
+    data: &SplitData,
+    idx: &[usize],
+    cfg: &super::camera::CameraConfig,
+    seed: u64,
+    spec: &drscreen_core::PreprocessSpec,
+    device: Device,
+) -> Result<Tensor> {
+    if cfg.is_off() {
+        return Ok(batch_tensor(data, idx, device));
+    }
+    use rayon::prelude::*;
+    let s = data.size;
+    let photos: Vec<Vec<u8>> = idx
+        .par_iter()
+        .enumerate()
+        .map_init(drscreen_core::Workspace::default, |ws, (k, &i)| {
+            let raw = data.raw_image(i).context(
+                "camera augmentation needs a field-of-view cache (prepare without --whole-frame)",
+            )?;
+            let cam = augment_camera(raw, s, cfg, seed.wrapping_add(k as u64));
+            ws.equalise(&cam, s, s, &spec.clahe)
+                .map_err(|e| anyhow::anyhow!("CLAHE of an augmented photo: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Tensor::from_slice(&photos.concat())
+        .view([idx.len() as i64, s as i64, s as i64, 3])
+        .to_device(device)
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+        / 255.0)
+}
+
 /// Identity-view probabilities of a whole split (eval mode), in batches.
 pub fn predict(net: &Net, data: &SplitData, device: Device, batch: usize) -> Vec<f32> {
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -102,15 +141,40 @@ pub fn predict(net: &Net, data: &SplitData, device: Device, batch: usize) -> Vec
 fn score(m: &EpochMetrics, monitor: Monitor) -> f64 {
     match monitor {
         Monitor::ValAuc => m.val_auc,
+        Monitor::ValAucBySource => {
+            if m.val_auc_by_source.is_empty() {
+                m.val_auc
+            } else {
+                m.val_auc_by_source.values().sum::<f64>() / m.val_auc_by_source.len() as f64
+            }
+        }
         Monitor::ValAccuracy => m.val_accuracy,
         Monitor::ValLoss => -m.val_loss,
     }
 }
 
-/// Balanced epoch order: every photo of the majority class once, the minority class drawn with
-/// replacement up to the same count (or the plain shuffled split without oversampling).
-fn epoch_order(labels: &[bool], oversample: bool, rng: &mut impl Rng) -> Vec<usize> {
-    let (pos, neg): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| labels[i]);
+/// Each photo's draws this epoch from its source's weight: `floor(w)` times, once more with
+/// probability `w - floor(w)`.
+fn weighted_pool(weights: &[f64], rng: &mut impl Rng) -> Vec<usize> {
+    let mut pool = Vec::with_capacity(weights.len());
+    for (i, &w) in weights.iter().enumerate() {
+        let whole = w.floor() as usize + rng.gen_bool(w - w.floor()) as usize;
+        pool.extend(std::iter::repeat_n(i, whole));
+    }
+    pool
+}
+
+/// Balanced epoch order over the source-weighted pool: every drawn photo of the majority class
+/// once, the minority class drawn with replacement up to the same count (or the plain shuffled
+/// pool without oversampling).
+fn epoch_order(
+    labels: &[bool],
+    weights: &[f64],
+    oversample: bool,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
+    let pool = weighted_pool(weights, rng);
+    let (pos, neg): (Vec<usize>, Vec<usize>) = pool.iter().partition(|&&i| labels[i]);
     let mut order: Vec<usize> = if oversample && !pos.is_empty() && !neg.is_empty() {
         let (major, minor) = if pos.len() >= neg.len() {
             (pos, neg)
@@ -122,7 +186,7 @@ fn epoch_order(labels: &[bool], oversample: bool, rng: &mut impl Rng) -> Vec<usi
             .collect();
         major.into_iter().chain(extra).collect()
     } else {
-        (0..labels.len()).collect()
+        pool
     };
     order.shuffle(rng);
     order
@@ -143,6 +207,25 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
     );
     let o = &cfg.optim;
     ensure!(o.batch_size >= 2, "batch_size must be >= 2 (BatchNorm)");
+    cfg.augment.camera.validate()?;
+    let fov = cache.manifest.spec.fov.is_some();
+    ensure!(
+        fov || cfg.augment.camera.is_off(),
+        "augment.camera needs a field-of-view cache: {} is whole-frame (prepare it without --whole-frame)",
+        cfg.cache.display()
+    );
+    let spec = cache.manifest.spec.preprocess();
+    let weight_of: std::collections::HashMap<&str, f64> = cache
+        .manifest
+        .sources
+        .iter()
+        .map(|s| (s.source.name.as_str(), s.source.weight))
+        .collect();
+    let weights: Vec<f64> = train
+        .sources
+        .iter()
+        .map(|s| weight_of[s.as_str()])
+        .collect();
     let noise = cfg.model.activation_noise;
     ensure!(
         noise.is_finite() && noise >= 0.0,
@@ -191,17 +274,27 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
     if state.stopped_early || state.epochs_done >= o.epochs {
         return Ok(state);
     }
-    let mut opt = nn::Adam::default().build(&vs, state.lr)?;
+    let mut opt = if o.weight_decay > 0.0 {
+        nn::AdamW {
+            wd: o.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, state.lr)?
+    } else {
+        nn::Adam::default().build(&vs, state.lr)?
+    };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(run_file(out, METRICS))?;
 
+    let t_run = Instant::now();
+    let first_epoch = state.epochs_done + 1;
     for epoch in state.epochs_done + 1..=o.epochs {
         let t0 = Instant::now();
         tch::manual_seed((o.seed.wrapping_mul(1000) + epoch as u64) as i64);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ (epoch as u64) << 32);
-        let mut order = epoch_order(&train.labels, o.oversample, &mut rng);
+        let mut order = epoch_order(&train.labels, &weights, o.oversample, &mut rng);
         if o.max_batches_per_epoch > 0 {
             order.truncate(o.max_batches_per_epoch * o.batch_size);
         }
@@ -216,15 +309,22 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         };
         pb.set_style(
             ProgressStyle::with_template(
-                "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} loss {prefix}",
+                "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} loss {prefix}, {elapsed} in, ETA {eta}",
             )
             .unwrap(),
         );
         pb.set_message(format!("{epoch}/{}", o.epochs));
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         let t_train = Instant::now();
-        for b in &batches {
-            let x = augment(&batch_tensor(&train, b, device), &cfg.augment);
+        for (k, b) in batches.iter().enumerate() {
+            if o.schedule == Schedule::Cosine {
+                let t = ((epoch - 1) as f64 + k as f64 / batches.len() as f64) / o.epochs as f64;
+                state.lr = o.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+                opt.set_lr(state.lr);
+            }
+            let batch_seed = (o.seed << 40) ^ ((epoch as u64) << 24) ^ ((k as u64) << 8);
+            let x = train_batch(&train, b, &cfg.augment.camera, batch_seed, &spec, device)?;
+            let x = augment(&x, &cfg.augment, fov);
             let y: Vec<f32> = b.iter().map(|&i| train.labels[i] as u8 as f32).collect();
             let y = Tensor::from_slice(&y).to_device(device);
             let logits = net.forward_t(&x, true);
@@ -247,6 +347,16 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         let probs = predict(&net, &val, device, 64);
         let (val_loss, val_accuracy, val_auc) =
             val_metrics(&probs, &val.labels, o.focal_gamma, o.focal_alpha)?;
+        let mut val_auc_by_source = std::collections::BTreeMap::new();
+        for name in weight_of.keys() {
+            let (p, l): (Vec<f32>, Vec<bool>) = (0..val.len())
+                .filter(|&i| val.sources[i] == *name)
+                .map(|i| (probs[i], val.labels[i]))
+                .unzip();
+            if l.iter().any(|&x| x) && l.iter().any(|&x| !x) {
+                val_auc_by_source.insert(name.to_string(), crate::eval::metrics::roc_auc(&p, &l)?);
+            }
+        }
         let mut m = EpochMetrics {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -254,6 +364,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
             val_loss,
             val_accuracy,
             val_auc,
+            val_auc_by_source,
             lr: state.lr,
             train_images_per_sec: seen as f64 / train_secs,
             seconds: 0.0,
@@ -272,7 +383,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         if s > state.plateau_best {
             state.plateau_best = s;
             state.plateau_wait = 0;
-        } else {
+        } else if o.schedule == Schedule::Plateau {
             state.plateau_wait += 1;
             if state.plateau_wait >= o.plateau_patience {
                 state.lr *= o.plateau_factor;
@@ -288,9 +399,19 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         writeln!(log, "{}", serde_json::to_string(&m)?)?;
         log.flush()?;
         if progress {
+            let by_source: Vec<String> = m
+                .val_auc_by_source
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            let elapsed = t_run.elapsed().as_secs_f64();
+            let per_epoch = elapsed / (epoch + 1 - first_epoch) as f64;
             eprintln!(
-                "epoch {epoch}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.0} img/s{}",
-                m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.val_auc, m.train_images_per_sec,
+                "epoch {epoch}/{}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} ({}) | {:.0} img/s, {:.0} s; run {}, about {} to go{}",
+                o.epochs, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.val_auc, by_source.join(", "),
+                m.train_images_per_sec, m.seconds,
+                minutes(elapsed),
+                minutes(per_epoch * (o.epochs - epoch) as f64),
                 if m.best { " *" } else { "" }
             );
         }
@@ -299,6 +420,15 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         }
     }
     Ok(state)
+}
+
+/// `seconds` as "12 min" (or "40 s" under two minutes).
+fn minutes(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.0} min", seconds / 60.0)
+    }
 }
 
 /// Focal loss, accuracy at 0.5 and ROC AUC of validation probabilities.
@@ -326,12 +456,26 @@ mod tests {
     fn oversampled_epochs_are_balanced_and_cover_the_majority() {
         let labels: Vec<bool> = (0..100).map(|i| i < 20).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let order = epoch_order(&labels, true, &mut rng);
+        let ones = vec![1.0; 100];
+        let order = epoch_order(&labels, &ones, true, &mut rng);
         assert_eq!(order.len(), 160);
         assert_eq!(order.iter().filter(|&&i| labels[i]).count(), 80);
         let mut negs: Vec<usize> = order.iter().copied().filter(|&i| !labels[i]).collect();
         negs.sort();
         assert_eq!(negs, (20..100).collect::<Vec<_>>());
-        assert_eq!(epoch_order(&labels, false, &mut rng).len(), 100);
+        assert_eq!(epoch_order(&labels, &ones, false, &mut rng).len(), 100);
+    }
+
+    #[test]
+    fn a_source_weight_scales_its_photos_draws_per_epoch() {
+        // Photos 0-49 weigh 2, 50-99 weigh 0.5: about 100 and 25 draws.
+        let labels = vec![false; 100];
+        let w: Vec<f64> = (0..100).map(|i| if i < 50 { 2.0 } else { 0.5 }).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let order = epoch_order(&labels, &w, false, &mut rng);
+        let heavy = order.iter().filter(|&&i| i < 50).count();
+        let light = order.len() - heavy;
+        assert_eq!(heavy, 100);
+        assert!((13..=37).contains(&light), "{light}");
     }
 }

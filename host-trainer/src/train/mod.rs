@@ -1,5 +1,7 @@
-//! Training: the seed's recipe as a TOML config, focal loss, device augmentation, the loop.
+//! Training: the seed's recipe as a TOML config, focal loss, camera augmentation before CLAHE,
+//! device augmentation, the loop.
 pub mod augment;
+pub mod camera;
 pub mod config;
 pub mod fit;
 pub mod loss;
