@@ -259,7 +259,9 @@ fn one_source(labels: &Path, images: Option<&Path>) -> Vec<SourceRecords> {
 #[test]
 fn core_gives_the_same_bytes_from_host_trainer_and_from_edge_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let labels = dir.path().join("labels.csv");
+    // The source is named after the table's folder.
+    std::fs::create_dir(dir.path().join("idrid")).unwrap();
+    let labels = dir.path().join("idrid/labels.csv");
     let names = [
         "IDRiD_001_train.jpg",
         "IDRiD_140_train.jpg",
