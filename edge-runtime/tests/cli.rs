@@ -30,20 +30,19 @@ fn model() -> String {
     edge_runtime::engine::default_model().display().to_string()
 }
 
+/// `edge-runtime screen --model SHIPPED ARGS` in `dir`.
+fn screen(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let model = model();
+    let mut all = vec!["screen", "--model", model.as_str()];
+    all.extend_from_slice(args);
+    run(dir, &all)
+}
+
 #[test]
 fn screen_exits_1_when_a_photo_was_not_screened_and_says_no_such_file_for_a_typo() {
     let dir = tempfile::tempdir().unwrap();
     let good = fixture("fundus_rgb.jpg");
-    let (code, out, err) = run(
-        dir.path(),
-        &[
-            "screen",
-            "--model",
-            &model(),
-            good.to_str().unwrap(),
-            "no-such-photo.jpg",
-        ],
-    );
+    let (code, out, err) = screen(dir.path(), &[good.to_str().unwrap(), "no-such-photo.jpg"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     let typo = out
         .lines()
@@ -63,10 +62,7 @@ fn screen_exits_1_when_a_photo_was_not_screened_and_says_no_such_file_for_a_typo
         .unwrap()
         .contains("\"outcome\":\"unreadable\""));
 
-    let (code, out, err) = run(
-        dir.path(),
-        &["screen", "--model", &model(), good.to_str().unwrap()],
-    );
+    let (code, out, err) = screen(dir.path(), &[good.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}\n{err}");
 }
 
@@ -74,10 +70,7 @@ fn screen_exits_1_when_a_photo_was_not_screened_and_says_no_such_file_for_a_typo
 fn screen_says_where_it_logs() {
     let dir = tempfile::tempdir().unwrap();
     let good = fixture("fundus_rgb.jpg");
-    let (code, _, err) = run(
-        dir.path(),
-        &["screen", "--model", &model(), good.to_str().unwrap()],
-    );
+    let (code, _, err) = screen(dir.path(), &[good.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     let want = std::fs::canonicalize(dir.path())
         .unwrap()
@@ -114,16 +107,9 @@ fn a_file_that_is_not_a_drscreen_log_is_refused_and_left_untouched() {
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "clinic notes, Monday\nnot a log\n").unwrap();
     let good = fixture("fundus_rgb.jpg");
-    let (code, out, err) = run(
+    let (code, out, err) = screen(
         dir.path(),
-        &[
-            "screen",
-            "--model",
-            &model(),
-            "--log",
-            notes.to_str().unwrap(),
-            good.to_str().unwrap(),
-        ],
+        &["--log", notes.to_str().unwrap(), good.to_str().unwrap()],
     );
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(err.contains("is not a drscreen results log"), "{err}");
@@ -137,7 +123,7 @@ fn a_file_that_is_not_a_drscreen_log_is_refused_and_left_untouched() {
 #[test]
 fn a_device_file_is_not_read_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run(dir.path(), &["screen", "--model", &model(), "/dev/zero"]);
+    let (code, out, err) = screen(dir.path(), &["/dev/zero"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(out.contains("longer than 64 MiB"), "{out}");
 }
