@@ -1,5 +1,5 @@
-//! `edge-runtime watch DIR [--model FILE] [--log FILE] [--interval-ms 500] [--polls N]
-//! [--incomplete-after-s 30]`.
+//! `edge-runtime watch DIR [--model FILE] [--log FILE] [--interval-ms 500] [--settle-ms 1000]
+//! [--polls N] [--incomplete-after-s 30]`.
 
 use std::path::PathBuf;
 
@@ -10,16 +10,20 @@ use edge_runtime::source::watch::{Found, Watcher};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Folder the camera writes JPEG/PNG files into.
+    /// Folder the camera writes JPEG/PNG files into (subfolders such as DCIM/100XXXXX/ too).
     pub dir: PathBuf,
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Results log; photos already in it are not screened again after a restart.
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
-    /// Poll interval in milliseconds (a file must be unchanged over two polls).
+    /// Poll interval in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub interval_ms: u64,
+    /// A file is read once its size and modification time have been still this long (and over
+    /// two polls); it is screened once the whole file decodes.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
     /// Report a file that stays incomplete (never ends as a JPEG/PNG ends) this many seconds
     /// without a change as ungradable, once.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -39,7 +43,15 @@ pub fn run(a: &Args) -> Result<()> {
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered.screened();
     let mut watcher = Watcher::new(&a.dir, seen)?
-        .incomplete_after(std::time::Duration::from_secs(a.incomplete_after_s));
+        .incomplete_after(std::time::Duration::from_secs(a.incomplete_after_s))
+        .settle(std::time::Duration::from_millis(a.settle_ms));
+    let shown = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
+    eprintln!(
+        "watching {} and its subfolders every {} ms: a photo is screened when it has been still for {} ms and decodes whole",
+        shown.display(),
+        a.interval_ms,
+        a.settle_ms
+    );
     let mut screener = Screener::new(engine);
     let mut n = 0u64;
     loop {

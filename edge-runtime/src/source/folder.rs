@@ -124,7 +124,11 @@ mod tests {
     }
 
     fn camera(dir: &std::path::Path, seen: Vec<(PathBuf, String)>) -> FolderCamera {
-        let mut c = FolderCamera::new(Watcher::new(dir, seen).unwrap());
+        let mut c = FolderCamera::new(
+            Watcher::new(dir, seen)
+                .unwrap()
+                .settle(Duration::from_millis(40)),
+        );
         c.wait = Duration::from_millis(300);
         c.interval = Duration::from_millis(20);
         c
