@@ -1,4 +1,5 @@
 //! Evaluation: metrics, threshold selection, reports.
 pub mod evaluate;
 pub mod metrics;
+pub mod plots;
 pub mod report;

@@ -1,15 +1,11 @@
-//! Evaluation reports: [`Metrics`] as JSON and Markdown, and the ROC curve as a PNG.
+//! Evaluation reports: [`Metrics`] as JSON and Markdown (the plots: [`super::plots`]).
 //!
 //! Parent directories are created as needed; every error names the file it concerns.
 
 use super::metrics::{Confusion, Metrics, OperatingPointMetrics};
-use anyhow::{ensure, Context, Result};
-use plotters::prelude::*;
+use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
-
-/// Side of the square ROC image, in pixels.
-pub const ROC_PNG_SIZE: u32 = 800;
 
 fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
@@ -131,101 +127,9 @@ pub fn write_markdown(path: &Path, title: &str, metrics: &Metrics) -> Result<()>
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Draws the ROC curve as an 800x800 PNG, without any text (plotters is built without fonts;
-/// the Markdown report carries the numbers):
-/// - the unit square (FPR right, TPR up) with a grid every 0.1 and the chance diagonal (grey);
-/// - the ROC polyline (blue) over the area under it (light blue), i.e. the AUC;
-/// - `auc` (in [0, 1]) again as a bar along the top edge, filled to `auc` of the width, with
-///   ticks every 0.1 (longer at 0.5);
-/// - a red dot at each `points` entry, `(fpr, tpr)` in [0, 1], e.g.
-///   [`OperatingPointMetrics::roc_point`].
-///
-/// `roc` is [`super::metrics::roc_curve`]'s output (rates in [0, 1]; thresholds are not drawn).
-pub fn write_roc_png(
-    path: &Path,
-    roc: &[(f64, f64, f32)],
-    auc: f64,
-    points: &[(f64, f64)],
-) -> Result<()> {
-    let unit = |v: f64| (0.0..=1.0).contains(&v);
-    ensure!(!roc.is_empty(), "empty ROC curve for {}", path.display());
-    ensure!(
-        roc.iter().all(|&(x, y, _)| unit(x) && unit(y))
-            && points.iter().all(|&(x, y)| unit(x) && unit(y)),
-        "ROC coordinates outside [0, 1] for {}",
-        path.display()
-    );
-    ensure!(unit(auc), "AUC {auc} outside [0, 1] for {}", path.display());
-    create_parent(path)?;
-    let ctx = || format!("drawing the ROC plot {}", path.display());
-
-    const MARGIN: i32 = 40;
-    let side = ROC_PNG_SIZE as i32;
-    let root = BitMapBackend::new(path, (ROC_PNG_SIZE, ROC_PNG_SIZE)).into_drawing_area();
-    root.fill(&WHITE).with_context(ctx)?;
-
-    // AUC bar in the top margin, in pixels.
-    let (x0, x1, width) = (MARGIN, side - MARGIN, side - 2 * MARGIN);
-    let fill_to = x0 + (auc * width as f64).round() as i32;
-    root.draw(&Rectangle::new([(x0, 12), (fill_to, 28)], BLUE.filled()))
-        .with_context(ctx)?;
-    root.draw(&Rectangle::new([(x0, 12), (x1, 28)], BLACK.stroke_width(1)))
-        .with_context(ctx)?;
-    for i in 0..=10 {
-        let x = x0 + width * i / 10;
-        let top = if i == 5 { 4 } else { 8 };
-        root.draw(&PathElement::new(vec![(x, top), (x, 12)], BLACK))
-            .with_context(ctx)?;
-    }
-
-    let mut chart = ChartBuilder::on(&root)
-        .margin(MARGIN)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        .with_context(ctx)?;
-    let mut area: Vec<(f64, f64)> = roc.iter().map(|&(x, y, _)| (x, y)).collect();
-    area.extend([(1.0, 0.0), (0.0, 0.0)]);
-    chart
-        .draw_series(std::iter::once(Polygon::new(area, RGBColor(214, 228, 247))))
-        .with_context(ctx)?;
-    let grid = RGBColor(220, 220, 220);
-    chart
-        .draw_series((1..10).flat_map(|i| {
-            let v = i as f64 / 10.0;
-            [
-                PathElement::new(vec![(v, 0.0), (v, 1.0)], grid),
-                PathElement::new(vec![(0.0, v), (1.0, v)], grid),
-            ]
-        }))
-        .with_context(ctx)?;
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            RGBColor(150, 150, 150).stroke_width(2),
-        )))
-        .with_context(ctx)?;
-    chart
-        .draw_series(LineSeries::new(
-            roc.iter().map(|&(x, y, _)| (x, y)),
-            BLUE.stroke_width(3),
-        ))
-        .with_context(ctx)?;
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(0.0, 0.0), (1.0, 1.0)],
-            BLACK.stroke_width(2),
-        )))
-        .with_context(ctx)?;
-    chart
-        .draw_series(points.iter().map(|&p| Circle::new(p, 8, RED.filled())))
-        .with_context(ctx)?;
-    root.present().with_context(ctx)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::metrics::roc_curve;
 
     fn example() -> (Vec<f32>, Vec<bool>) {
         let s = [
@@ -260,29 +164,5 @@ mod tests {
         let c = m.max_accuracy.confusion;
         assert!(text.contains(&format!("| **DR** | {} (FN) | {} (TP) |", c.fn_, c.tp)));
         assert_eq!(text.matches("## Confusion matrix").count(), 2);
-    }
-
-    #[test]
-    fn roc_png_is_written_and_decodes() {
-        let (s, l) = example();
-        let m = Metrics::compute(&s, &l, 0.8, 100, 3).unwrap();
-        let roc = roc_curve(&s, &l).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let png = dir.path().join("plots/roc.png");
-        let points = [m.max_accuracy.roc_point(), m.target_sensitivity.roc_point()];
-        write_roc_png(&png, &roc, m.auc, &points).unwrap();
-        let img = image::open(&png).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (ROC_PNG_SIZE, ROC_PNG_SIZE));
-        // Corner is background; something blue and something red was drawn.
-        assert_eq!(img.get_pixel(2, ROC_PNG_SIZE - 3).0, [255, 255, 255]);
-        assert!(img.pixels().any(|p| p.0 == [0, 0, 255]));
-        assert!(img.pixels().any(|p| p.0 == [255, 0, 0]));
-
-        let err = write_roc_png(&png, &[], 0.5, &[]).unwrap_err();
-        assert!(err.to_string().contains("roc.png"));
-        let bad = dir.path().join("missing-dir-is-a-file");
-        std::fs::write(&bad, b"x").unwrap();
-        let err = write_roc_png(&bad.join("roc.png"), &roc, m.auc, &[]).unwrap_err();
-        assert!(format!("{err:#}").contains("missing-dir-is-a-file"));
     }
 }
