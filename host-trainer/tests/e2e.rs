@@ -153,6 +153,43 @@ fn quick_run(dir: &Path, seed: u64, sizes: &[usize]) -> (PathBuf, Vec<PathBuf>, 
     (synth, caches, run)
 }
 
+#[test]
+fn deterministic_training_gives_the_same_weights_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    write_dataset(
+        &synth,
+        &SynthOptions {
+            n: 40,
+            seed: 5,
+            size: 128,
+        },
+    )
+    .unwrap();
+    let cache = dir.path().join("c32");
+    prep(&synth.join("trainLabels.csv"), &cache, 32, 0.3, 0.0);
+    let weights = |name: &str| {
+        let run = dir.path().join(name);
+        let mut cfg = quick_config(&cache, &run, 2);
+        cfg.optim.max_batches_per_epoch = 2;
+        cfg.optim.deterministic = true;
+        // Every random part of the recipe on: camera augmentation, flips, rotation, oversampling.
+        cfg.augment.camera.exposure = 0.3;
+        cfg.augment.camera.noise = 2.0;
+        cfg.augment.rotation = 0.5;
+        train(&cfg, false, false).unwrap();
+        let mut t = tch::Tensor::read_safetensors(run.join("last.safetensors")).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    let (a, b) = (weights("a"), weights("b"));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs between two deterministic runs");
+    }
+}
+
 /// Validation-split evaluation of `run` on `cache`, with few bootstrap replicates, into `out`.
 fn quick_eval(run: &Path, cache: &Path, out: &Path) -> EvalOptions {
     EvalOptions {
@@ -301,7 +338,14 @@ fn short_training_on_synthetic_data_learns_and_resumes() {
         m.auc
     );
     assert!(m.target_sensitivity.sensitivity >= 0.9);
-    for f in ["metrics.json", "report.md", "roc.png", "predictions.csv"] {
+    for f in [
+        "metrics.json",
+        "report.md",
+        "roc.svg",
+        "grades.svg",
+        "calibration.svg",
+        "predictions.csv",
+    ] {
         assert!(run.join("eval").join(f).exists(), "{f}");
     }
 }

@@ -57,6 +57,10 @@ pub struct OptimConfig {
     pub weight_decay: f64,
     /// Learning-rate schedule.
     pub schedule: Schedule,
+    /// Bit-reproducible training: one libtorch intra-op thread (its CPU kernels split sums by
+    /// thread count), cuDNN's autotuner off, everything seeded from `seed`. Slower; what stays
+    /// nondeterministic on a GPU (atomic adds in some CUDA backward kernels) is in docs/results.md.
+    pub deterministic: bool,
 }
 
 /// How the learning rate moves over a run.
@@ -125,6 +129,7 @@ impl Default for OptimConfig {
             max_batches_per_epoch: 0,
             weight_decay: 0.0,
             schedule: Schedule::Plateau,
+            deterministic: false,
         }
     }
 }

@@ -45,6 +45,25 @@ pub struct EpochMetrics {
     pub best: bool,
 }
 
+/// Deterministic mode for the life of a run: one libtorch intra-op thread and no cuDNN
+/// autotuning; the thread count is restored when the run ends.
+struct OneThread(i32);
+
+impl OneThread {
+    fn new() -> Self {
+        let before = tch::get_num_threads();
+        tch::set_num_threads(1);
+        tch::Cuda::cudnn_set_benchmark(false);
+        OneThread(before)
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
 /// Where training stands after an epoch (for resume).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
@@ -231,11 +250,15 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSta
         noise.is_finite() && noise >= 0.0,
         "model.activation_noise must be a number of uint8 steps >= 0 (0: none), got {noise}"
     );
+    let _one_thread = o.deterministic.then(OneThread::new);
     let out = &cfg.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let device = training_device();
     let arch = Arch::mobilenet_v2(cfg.model.width_mult, cache.manifest.spec.size);
+    // The new head's initial weights come from torch's generator: seed it, or two runs of the
+    // same config start from different heads.
+    tch::manual_seed(o.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), arch.clone(), cfg.model.trainable_units)
         .with_activation_noise(cfg.model.activation_noise);
