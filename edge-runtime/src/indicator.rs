@@ -8,7 +8,8 @@ use embedded_hal::digital::{InputPin, OutputPin};
 use crate::record::Outcome;
 
 /// Green = no referral, red = refer, amber = ungradable (retake); the buzzer beeps once for a
-/// referral and twice for a retake.
+/// referral and twice for a retake. A borderline result lights amber instead of green, or amber
+/// beside red, and beeps twice: refer or retake.
 #[derive(Debug)]
 pub struct Indicator<G, R, A, B> {
     pub green: G,
@@ -29,10 +30,23 @@ impl<G: OutputPin, R: OutputPin, A: OutputPin, B: OutputPin> Indicator<G, R, A, 
         self.buzzer.set_low().map_err(|_| "buzzer")
     }
 
-    /// Shows an outcome (call only after the record is on disk).
-    pub fn show(&mut self, outcome: Outcome, delay: &mut impl DelayNs) -> Result<(), &'static str> {
+    /// Shows an outcome (call only after the record is on disk); `borderline` as in
+    /// [`crate::record::Record::borderline`].
+    pub fn show(
+        &mut self,
+        outcome: Outcome,
+        borderline: bool,
+        delay: &mut impl DelayNs,
+    ) -> Result<(), &'static str> {
         self.clear()?;
         let beeps = match outcome {
+            Outcome::NoReferral | Outcome::Refer if borderline => {
+                if outcome == Outcome::Refer {
+                    self.red.set_high().map_err(|_| "red LED")?;
+                }
+                self.amber.set_high().map_err(|_| "amber LED")?;
+                2
+            }
             Outcome::NoReferral => {
                 self.green.set_high().map_err(|_| "green LED")?;
                 0
@@ -85,6 +99,6 @@ pub fn report<G: OutputPin, R: OutputPin, A: OutputPin, B: OutputPin>(
 ) -> anyhow::Result<()> {
     log.append(record)?;
     indicator
-        .show(record.outcome, delay)
+        .show(record.outcome, record.borderline, delay)
         .map_err(|pin| anyhow::anyhow!("{pin} failed"))
 }

@@ -49,6 +49,11 @@ pub struct Record {
     pub probability: Option<f32>,
     pub per_view: Vec<f32>,
     pub threshold: f32,
+    /// The probability lies inside the contract's borderline band (the threshold's uncertainty
+    /// on validation): whatever `outcome` says, the operator is told "borderline: refer or
+    /// retake". False when the contract declares no band.
+    #[serde(default)]
+    pub borderline: bool,
     pub quality: Option<Quality>,
     pub quality_metrics: Option<QualityMetrics>,
     /// Why the photo could not be screened (unreadable, not an image, ...).

@@ -320,6 +320,7 @@ fn sample_record(i: usize) -> Record {
         probability: Some(0.5),
         per_view: vec![0.5; 5],
         threshold: 0.45,
+        borderline: false,
         quality: Some(Quality::Gradable),
         quality_metrics: None,
         error: None,
@@ -516,4 +517,48 @@ fn the_indicator_shows_a_result_only_after_it_is_logged() {
         events.borrow().iter().take(4).all(|e| !e.1),
         "all outputs cleared before showing"
     );
+
+    // Borderline: amber, never green alone; amber beside red for a borderline referral.
+    events.borrow_mut().clear();
+    r.borderline = true;
+    report(&mut log, &mut ind, &r, &mut NoDelay).unwrap();
+    assert_eq!(
+        high(&events),
+        [
+            ("amber".to_string(), 4),
+            ("buzzer".to_string(), 4),
+            ("buzzer".to_string(), 4)
+        ]
+    );
+    events.borrow_mut().clear();
+    r.outcome = Outcome::Refer;
+    report(&mut log, &mut ind, &r, &mut NoDelay).unwrap();
+    assert_eq!(
+        high(&events)[..2],
+        [("red".to_string(), 5), ("amber".to_string(), 5)]
+    );
+    assert!(
+        read_log(&path).unwrap().records[3].borderline,
+        "logged as borderline"
+    );
+}
+
+#[test]
+fn a_probability_inside_the_contracts_band_is_borderline() {
+    let photo = fixture("fundus_rgb.jpg");
+    let mut s = screener();
+    let first = s.screen_file(&photo);
+    let p = first.probability.expect("the fixture is screened");
+    assert!(!first.borderline || s.engine.contract.borderline().is_some());
+    // Threshold just above p with a band around it: a no-referral that must say borderline.
+    let t = (p + 0.01).min(1.0);
+    s.engine.contract.thresholds.target_sensitivity = t;
+    s.engine.contract.thresholds.borderline = Some([(p - 0.01).max(0.0), (t + 0.01).min(1.0)]);
+    s.engine.contract.validate().unwrap();
+    let r = s.screen_file(&photo);
+    assert_eq!((r.outcome, r.borderline), (Outcome::NoReferral, true));
+    // The same threshold with a band that stops short of p: a plain no referral.
+    s.engine.contract.thresholds.borderline = Some([p + 0.005, (t + 0.01).min(1.0)]);
+    let r = s.screen_file(&photo);
+    assert_eq!((r.outcome, r.borderline), (Outcome::NoReferral, false));
 }

@@ -83,6 +83,14 @@ pub struct Thresholds {
     /// The sensitivity that `target_sensitivity` was chosen to reach (e.g. 0.90).
     pub sensitivity_target: f32,
     pub default: OperatingPoint,
+    /// The 95 % bootstrap interval `[lo, hi]` of `target_sensitivity` on validation: a
+    /// probability inside it is one the validation data cannot place on either side of the
+    /// threshold, and the device calls it borderline (refer or retake). Absent in older files.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub borderline: Option<[f32; 2]>,
 }
 
 /// One source of a model's training data: its name, licence, and photos in each split.
@@ -214,6 +222,7 @@ impl Default for ModelContract {
                 target_sensitivity: 0.5,
                 sensitivity_target: 0.9,
                 default: OperatingPoint::TargetSensitivity,
+                borderline: None,
             },
             positive_class: PositiveClass::AnyDr,
             output_is_probability: true,
@@ -277,7 +286,25 @@ impl ModelContract {
                 });
             }
         }
+        if let Some([lo, hi]) = self.thresholds.borderline {
+            let t = self.thresholds.target_sensitivity;
+            if !(0.0 <= lo && lo <= t && t <= hi && hi <= 1.0) {
+                return Err(CoreError::Param {
+                    name: "borderline",
+                    reason: "the band must hold the threshold, within [0, 1]",
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The borderline band of the default threshold, when the contract declares one (it is
+    /// measured for the target-sensitivity point only).
+    pub fn borderline(&self) -> Option<[f32; 2]> {
+        match self.thresholds.default {
+            OperatingPoint::TargetSensitivity => self.thresholds.borderline,
+            OperatingPoint::MaxAccuracy => None,
+        }
     }
 
     /// The preprocessing this contract asks for.
@@ -331,6 +358,25 @@ mod tests {
             c.validate().is_err(),
             "a 0-255 model must not be fed 0-1 silently"
         );
+    }
+
+    #[test]
+    fn the_borderline_band_holds_the_threshold() {
+        let mut c = ModelContract::default();
+        c.thresholds.target_sensitivity = 0.2;
+        c.thresholds.borderline = Some([0.15, 0.3]);
+        c.validate().unwrap();
+        assert_eq!(c.borderline(), Some([0.15, 0.3]));
+        c.thresholds.default = OperatingPoint::MaxAccuracy;
+        assert_eq!(
+            c.borderline(),
+            None,
+            "measured for the target-sensitivity point only"
+        );
+        for bad in [[0.25, 0.3], [0.1, 0.18], [-0.1, 0.3], [0.15, 1.2]] {
+            c.thresholds.borderline = Some(bad);
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[cfg(feature = "serde")]

@@ -29,6 +29,13 @@ pub struct Args {
 
 pub fn describe(r: &Record) -> String {
     let what = match r.outcome {
+        Outcome::Refer if r.borderline => {
+            "REFER to an eye specialist (borderline: refer or retake)".to_string()
+        }
+        Outcome::NoReferral if r.borderline => {
+            "BORDERLINE, refer or retake: just below the threshold, within its uncertainty"
+                .to_string()
+        }
         Outcome::Refer => "REFER to an eye specialist".to_string(),
         Outcome::NoReferral => "NO REFERRAL".to_string(),
         Outcome::Ungradable => {

@@ -9,8 +9,11 @@ use drscreen_core::{aggregate, write_views, View, SEED_VIEWS};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use super::metrics::{roc_curve, Metrics, OperatingPointMetrics};
-use super::report::{read_json, write_json, write_markdown, write_roc_png};
+use super::metrics::{
+    bootstrap_threshold_ci, roc_curve, threshold_across_sources, Metrics, OperatingPointMetrics,
+};
+use super::plots;
+use super::report::{read_json, write_json, write_markdown};
 use crate::data::cache::{Cache, SplitData};
 use crate::data::split::Split;
 use crate::model::Net;
@@ -126,7 +129,8 @@ pub struct EvalOptions {
     pub no_tta: bool,
 }
 
-/// Runs the evaluation and writes `metrics.json`, `report.md`, `roc.png`, `predictions.csv`.
+/// Runs the evaluation and writes `metrics.json`, `report.md`, `predictions.csv` and the plots
+/// `roc.svg`, `grades.svg`, `calibration.svg`.
 pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
     let device = crate::train::augment::training_device();
     let loaded = load_run(&o.run, o.checkpoint.as_deref(), device)?;
@@ -155,6 +159,27 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
         metrics.target_sensitivity =
             OperatingPointMetrics::at(&scores, &labels, chosen.target_sensitivity.threshold)?;
         metrics.sensitivity_target = chosen.sensitivity_target;
+        metrics.threshold_ci = chosen.threshold_ci;
+    } else {
+        // Every source reaches the target sensitivity: the lowest of the sources' thresholds,
+        // with its bootstrap interval (the device's borderline band).
+        let mut names: Vec<&str> = preds.iter().map(|p| p.source.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let source: Vec<usize> = preds
+            .iter()
+            .map(|p| names.binary_search(&p.source.as_str()).unwrap_or(0))
+            .collect();
+        let t = threshold_across_sources(&scores, &labels, &source, o.target_sensitivity)?;
+        metrics.target_sensitivity = OperatingPointMetrics::at(&scores, &labels, t)?;
+        metrics.threshold_ci = Some(bootstrap_threshold_ci(
+            &scores,
+            &labels,
+            &source,
+            o.target_sensitivity,
+            o.n_boot,
+            11,
+        )?);
     }
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let context = serde_json::json!({
@@ -171,16 +196,22 @@ pub fn evaluate(o: &EvalOptions) -> Result<Metrics> {
         scores.len()
     );
     write_markdown(&o.out.join("report.md"), &title, &metrics)?;
-    let points = [
-        metrics.max_accuracy.roc_point(),
-        metrics.target_sensitivity.roc_point(),
-    ];
-    write_roc_png(
-        &o.out.join("roc.png"),
+    let name = format!("{} split", o.split.name());
+    plots::write_roc(
+        &o.out.join("roc.svg"),
+        &name,
         &roc_curve(&scores, &labels)?,
-        metrics.auc,
-        &points,
+        &metrics,
     )?;
+    let grades: Vec<u8> = preds.iter().map(|p| p.level).collect();
+    plots::write_grades(
+        &o.out.join("grades.svg"),
+        &name,
+        &scores,
+        &grades,
+        metrics.target_sensitivity.threshold,
+    )?;
+    plots::write_calibration(&o.out.join("calibration.svg"), &name, &scores, &labels)?;
     let mut csv = std::fs::File::create(o.out.join("predictions.csv"))?;
     writeln!(
         csv,

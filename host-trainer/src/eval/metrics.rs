@@ -424,6 +424,90 @@ pub fn threshold_for_sensitivity(
     OperatingPointMetrics::at(scores, labels, threshold)
 }
 
+/// The threshold of a split drawn from several sources (`source[i]` names sample i's): the
+/// lowest of the sources' [`threshold_for_sensitivity`] thresholds, so that each source with both
+/// classes reaches `target` on its own and a large easy source cannot set the point for a small
+/// hard one. With one source this is [`threshold_for_sensitivity`]'s threshold.
+pub fn threshold_across_sources(
+    scores: &[f32],
+    labels: &[bool],
+    source: &[usize],
+    target: f64,
+) -> Result<f32> {
+    ensure!(
+        scores.len() == labels.len() && labels.len() == source.len(),
+        "scores, labels and sources differ in length"
+    );
+    let mut ids: Vec<usize> = source.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut lowest: Option<f32> = None;
+    for id in ids {
+        let (s, l): (Vec<f32>, Vec<bool>) = (0..scores.len())
+            .filter(|&i| source[i] == id)
+            .map(|i| (scores[i], labels[i]))
+            .unzip();
+        if !(l.iter().any(|&x| x) && l.iter().any(|&x| !x)) {
+            continue;
+        }
+        let t = threshold_for_sensitivity(&s, &l, target)?.threshold;
+        lowest = Some(lowest.map_or(t, |m: f32| m.min(t)));
+    }
+    lowest.ok_or_else(|| anyhow::anyhow!("no source of the split has both classes: no threshold"))
+}
+
+/// 95% percentile bootstrap interval `(lo, hi)` of [`threshold_across_sources`]: each replicate
+/// resamples every source's positives and negatives separately, with replacement and at their
+/// counts, and chooses the threshold again. A probability inside it is one the validation data
+/// cannot place on either side of the threshold: the device calls it borderline. Deterministic
+/// for a given `seed`.
+pub fn bootstrap_threshold_ci(
+    scores: &[f32],
+    labels: &[bool],
+    source: &[usize],
+    target: f64,
+    n_boot: usize,
+    seed: u64,
+) -> Result<(f32, f32)> {
+    ensure!(n_boot >= 1, "the bootstrap needs at least one replicate");
+    let point = threshold_across_sources(scores, labels, source, target)?;
+    let mut strata: Vec<Vec<usize>> = Vec::new();
+    let mut keys: Vec<(usize, bool)> = Vec::new();
+    for i in 0..scores.len() {
+        let k = (source[i], labels[i]);
+        match keys.iter().position(|&x| x == k) {
+            Some(j) => strata[j].push(i),
+            None => {
+                keys.push(k);
+                strata.push(vec![i]);
+            }
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut ts: Vec<f64> = Vec::with_capacity(n_boot);
+    let (mut s, mut l, mut g) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n_boot {
+        s.clear();
+        l.clear();
+        g.clear();
+        for (k, idx) in keys.iter().zip(&strata) {
+            for _ in 0..idx.len() {
+                s.push(scores[idx[rng.gen_range(0..idx.len())]]);
+                l.push(k.1);
+                g.push(k.0);
+            }
+        }
+        ts.push(threshold_across_sources(&s, &l, &g, target)? as f64);
+    }
+    ts.sort_by(f64::total_cmp);
+    let (lo, hi) = (
+        quantile_sorted(&ts, 0.025) as f32,
+        quantile_sorted(&ts, 0.975) as f32,
+    );
+    // The interval always holds the point estimate (a skewed bootstrap can leave it outside).
+    Ok((lo.min(point), hi.max(point)))
+}
+
 /// The evaluation of one split: AUC with its interval and the two operating points.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -443,8 +527,13 @@ pub struct Metrics {
     pub max_accuracy: OperatingPointMetrics,
     /// The sensitivity `target_sensitivity` was chosen to reach, in (0, 1].
     pub sensitivity_target: f64,
-    /// [`threshold_for_sensitivity`] at `sensitivity_target`.
+    /// [`threshold_for_sensitivity`] at `sensitivity_target` ([`threshold_across_sources`]
+    /// where `evaluate` knows the sources).
     pub target_sensitivity: OperatingPointMetrics,
+    /// [`bootstrap_threshold_ci`] of `target_sensitivity`'s threshold, where it was chosen on
+    /// this split: the device's borderline band.
+    #[serde(default)]
+    pub threshold_ci: Option<(f32, f32)>,
 }
 
 impl Metrics {
@@ -473,6 +562,7 @@ impl Metrics {
             )?,
             sensitivity_target: target_sensitivity,
             target_sensitivity: threshold_for_sensitivity(scores, labels, target_sensitivity)?,
+            threshold_ci: None,
         })
     }
 }
@@ -491,6 +581,47 @@ mod tests {
                 (((raw.min(1.0) * 20.0).round() / 20.0) as f32, l)
             })
             .unzip()
+    }
+
+    #[test]
+    fn the_threshold_across_sources_is_the_lowest_and_its_interval_holds_it() {
+        // Source 0 separates well; source 1's DR eyes score low: its threshold must decide.
+        let (mut s, mut l, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for (src, shift) in [(0usize, 0.3f32), (1, 0.0)] {
+            let (sc, la) = random_data(300, 11 + src as u64);
+            for (x, y) in sc.into_iter().zip(la) {
+                s.push((x * 0.7 + if y { shift } else { 0.0 }).min(1.0));
+                l.push(y);
+                g.push(src);
+            }
+        }
+        let part = |src: usize| -> (Vec<f32>, Vec<bool>) {
+            (0..s.len())
+                .filter(|&i| g[i] == src)
+                .map(|i| (s[i], l[i]))
+                .unzip()
+        };
+        let (s0, l0) = part(0);
+        let (s1, l1) = part(1);
+        let t0 = threshold_for_sensitivity(&s0, &l0, 0.9).unwrap().threshold;
+        let t1 = threshold_for_sensitivity(&s1, &l1, 0.9).unwrap().threshold;
+        assert!(t1 < t0, "{t1} {t0}");
+        let t = threshold_across_sources(&s, &l, &g, 0.9).unwrap();
+        assert_eq!(t, t1);
+        assert!(Confusion::at_threshold(&s0, &l0, t).unwrap().sensitivity() >= 0.9);
+        assert!(Confusion::at_threshold(&s1, &l1, t).unwrap().sensitivity() >= 0.9);
+        let (lo, hi) = bootstrap_threshold_ci(&s, &l, &g, 0.9, 200, 3).unwrap();
+        assert!(lo <= t && t <= hi && lo < hi, "{lo} {t} {hi}");
+        assert_eq!(
+            (lo, hi),
+            bootstrap_threshold_ci(&s, &l, &g, 0.9, 200, 3).unwrap(),
+            "deterministic"
+        );
+        // One source alone: the plain target-sensitivity threshold.
+        let one = vec![0; s0.len()];
+        assert_eq!(threshold_across_sources(&s0, &l0, &one, 0.9).unwrap(), t0);
+        // No source with both classes: an error, not a made-up threshold.
+        assert!(threshold_across_sources(&[0.2, 0.4], &[true, true], &[0, 1], 0.9).is_err());
     }
 
     /// Brute-force Mann-Whitney U / (P N), ties 1/2.

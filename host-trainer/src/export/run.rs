@@ -327,6 +327,7 @@ pub fn contract(
         target_sensitivity: val.target_sensitivity.threshold,
         sensitivity_target: val.sensitivity_target as f32,
         default: OperatingPoint::TargetSensitivity,
+        borderline: val.threshold_ci.map(|(lo, hi)| [lo, hi]),
     };
     if let Some(fov) = spec.fov {
         c.contract_version = drscreen_core::CONTRACT_VERSION;
