@@ -1,6 +1,7 @@
 //! edge-runtime library: the device side of drscreen. The binary (`src/main.rs`) is a thin CLI.
 
 pub mod decode;
+pub mod degrade;
 pub mod device;
 pub mod engine;
 pub mod indicator;

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use drscreen_core::decode::Photo;
 use drscreen_core::{aggregate, decide, write_views, Decision, Workspace};
 use sha2::{Digest, Sha256};
 
@@ -46,6 +47,7 @@ impl Screener {
             probability: None,
             per_view: Vec::new(),
             threshold: self.engine.contract.threshold(),
+            borderline: false,
             quality: None,
             quality_metrics: None,
             error: None,
@@ -95,7 +97,16 @@ impl Screener {
             }
         };
         r.latency.decode_ms = ms(t);
+        self.screen_decoded(r, &photo, t0)
+    }
 
+    /// Screens a decoded RGB8 frame (`width * height * 3` bytes); `name` names it in the record.
+    pub fn screen_rgb(&mut self, name: &str, photo: &Photo) -> Record {
+        let r = self.record(name, None);
+        self.screen_decoded(r, photo, Instant::now())
+    }
+
+    fn screen_decoded(&mut self, mut r: Record, photo: &Photo, t0: Instant) -> Record {
         // The quality gate and the preprocessing only read the frame: with a second thread the
         // gate runs beside the preprocessing, whose work is dropped if the photo is ungradable.
         let c = &self.engine.contract;
@@ -168,6 +179,11 @@ impl Screener {
                     Decision::NoReferral => Outcome::NoReferral,
                 };
                 r.probability = Some(a.mean);
+                r.borderline = self
+                    .engine
+                    .contract
+                    .borderline()
+                    .is_some_and(|[lo, hi]| (lo..=hi).contains(&a.mean));
                 r.per_view = a.per_view.to_vec();
             }
             Err(e) => r.error = Some(format!("{e:#}")),
