@@ -1,8 +1,8 @@
 //! Capture degradations at graded strengths, for the robustness sweep (issue 27): what a
 //! fundus camera does to a photo when the flash is weak, the focus is off, the operator frames
-//! badly or the file is recompressed. The sweep (`examples/degradation_sweep.rs`, the test
-//! `tests/degradation.rs`) screens real diseased photos under each one, to check that the device
-//! answers "refer" or "ungradable", never "no referral", and to set the gate's limits.
+//! badly or the file is recompressed. The sweep (`examples/degradation_sweep.rs`, docs/quality.md)
+//! screens real diseased photos under each one, to check that the device answers "refer",
+//! "borderline" or "ungradable", never "no referral", and to set the gate's limits.
 //!
 //! Every degradation is deterministic: the same photo and strength give the same bytes.
 

@@ -4,7 +4,7 @@
 //!
 //! Measured on a copy shrunk by an integer factor to at most [`WORK_SIDE`] px (`INTER_AREA`).
 //! Thresholds were set on the real photos in ../shared/data (all 1,013 pass) and on degraded
-//! copies of them (see `tests/quality.rs` and docs/quality.md).
+//! copies of them; the degradation sweep (docs/quality.md) measures what they let through.
 
 use drscreen_core::resize::{resize, Interpolation};
 use serde::{Deserialize, Serialize};
