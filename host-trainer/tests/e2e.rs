@@ -153,6 +153,9 @@ fn quick_run(dir: &Path, seed: u64, sizes: &[usize]) -> (PathBuf, Vec<PathBuf>, 
     (synth, caches, run)
 }
 
+/// Two `host-trainer train` processes of one deterministic config give the same weights. Run
+/// as processes: torch's generator and thread pool are global, so runs inside this test binary
+/// would share them with the tests beside them.
 #[test]
 fn deterministic_training_gives_the_same_weights_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,16 +171,30 @@ fn deterministic_training_gives_the_same_weights_twice() {
     .unwrap();
     let cache = dir.path().join("c32");
     prep(&synth.join("trainLabels.csv"), &cache, 32, 0.3, 0.0);
+    // Every random part of the recipe on: camera augmentation, flips, rotation, oversampling.
+    let config = dir.path().join("det.toml");
+    std::fs::write(
+        &config,
+        "[optim]\nepochs = 2\nbatch_size = 16\nmax_batches_per_epoch = 2\ndeterministic = true\n\
+         [augment]\nrotation = 0.5\n[augment.camera]\nexposure = 0.3\nnoise = 2.0\n",
+    )
+    .unwrap();
     let weights = |name: &str| {
         let run = dir.path().join(name);
-        let mut cfg = quick_config(&cache, &run, 2);
-        cfg.optim.max_batches_per_epoch = 2;
-        cfg.optim.deterministic = true;
-        // Every random part of the recipe on: camera augmentation, flips, rotation, oversampling.
-        cfg.augment.camera.exposure = 0.3;
-        cfg.augment.camera.noise = 2.0;
-        cfg.augment.rotation = 0.5;
-        train(&cfg, false, false).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_host-trainer"))
+            .args(["train", "--config"])
+            .arg(&config)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--out")
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut t = tch::Tensor::read_safetensors(run.join("last.safetensors")).unwrap();
         t.sort_by(|a, b| a.0.cmp(&b.0));
         t
