@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 mkdir -p out
+echo "building edge-runtime (release; a few minutes the first time, seconds after)"
 cargo build --release -q -p edge-runtime
 bin=target/release/edge-runtime
 if [ "$#" -gt 0 ]; then

@@ -600,6 +600,15 @@ fn quantize(
         })
         .collect();
     let t0 = std::time::Instant::now();
+    eprintln!(
+        "int8: calibrating the activation ranges on {} training photos x {} views{} (minutes on a small CPU)",
+        photos.len(),
+        contract.tta.len(),
+        match q.equalization {
+            Equalization::None => "",
+            _ => ", twice: before and after cross-layer equalization",
+        }
+    );
     let mut cal = calibrate(&loaded.info.arch, w, &photos, &contract.tta, q.calibration)?;
     // The equalized weights compute what `w` does; their ranges are calibrated again.
     let (equalized, equalization) = match q.equalization {
@@ -622,6 +631,7 @@ fn quantize(
     let arch = &loaded.info.arch;
     // The checkpoint the int8 model is written from, and whether it still needs the analytic
     // bias correction.
+    eprintln!("int8: calibrated in {calibration_seconds:.0} s; rounding the weights and correcting the biases layer by layer");
     let (start, analytic, correction) = match q.bias_correction {
         BiasCorrection::Analytic => (w.clone(), true, None),
         BiasCorrection::Empirical => {
