@@ -51,6 +51,9 @@ pub struct Limits {
     pub max_saturated_fraction: f32,
     pub min_red_minus_blue: f32,
     pub min_laplacian_var: f32,
+    /// Above this the "sharpness" is sensor noise or grain, not retina: the 1,013 real IDRiD and
+    /// SRahim photos reach 165; Gaussian noise of sd 10 gives 230-900 (docs/quality.md).
+    pub max_laplacian_var: f32,
 }
 
 impl Default for Limits {
@@ -65,6 +68,7 @@ impl Default for Limits {
             max_saturated_fraction: 0.28,
             min_red_minus_blue: 15.0,
             min_laplacian_var: 2.0,
+            max_laplacian_var: 200.0,
         }
     }
 }
@@ -222,6 +226,12 @@ pub fn assess(m: &QualityMetrics, l: &Limits) -> Quality {
         return bad(format!(
             "blurred (sharpness {:.1}): refocus and retake",
             m.laplacian_var
+        ));
+    }
+    if m.laplacian_var > l.max_laplacian_var {
+        return bad(format!(
+            "too noisy or grainy (sharpness {:.0}, a photo reaches {:.0}): lower the camera's gain or ISO, check the light, and retake",
+            m.laplacian_var, l.max_laplacian_var
         ));
     }
     Quality::Gradable

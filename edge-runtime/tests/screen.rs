@@ -296,6 +296,8 @@ fn quality_gate_passes_real_photos_and_catches_degraded_and_non_fundus_ones() {
             image::Rgb(img.get_pixel(x, y).0.map(|v| (v as u32 * 4).min(255) as u8))
         });
         ungradable_because(gate(&bright), "overexposed");
+        let noisy = edge_runtime::degrade::Degradation::Noise(20.0).apply(&img);
+        ungradable_because(gate(&noisy), "too noisy");
     }
     let noise = image::RgbImage::from_fn(800, 600, |x, y| {
         image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8])
@@ -320,6 +322,7 @@ fn sample_record(i: usize) -> Record {
         probability: Some(0.5),
         per_view: vec![0.5; 5],
         threshold: 0.45,
+        site: None,
         borderline: false,
         quality: Some(Quality::Gradable),
         quality_metrics: None,
