@@ -8,4 +8,5 @@ pub mod indicator;
 pub mod quality;
 pub mod record;
 pub mod screen;
+pub mod site;
 pub mod source;

@@ -24,6 +24,8 @@ enum Command {
     Preprocess(cli::preprocess::Args),
     /// Screen photos: quality gate, preprocessing, the TTA views (one tract call each, spread over the threads), decision, log.
     Screen(cli::screen::Args),
+    /// Set this site's threshold from its own camera's graded photos (writes the file --site reads).
+    Calibrate(cli::calibrate::Args),
     /// Screen each new photo a camera writes into a folder (once complete; never twice).
     Watch(cli::watch::Args),
     /// One frame from a V4L2 camera, saved and/or screened (feature `capture`).
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Preprocess(args) => cli::preprocess::run(&args),
         Command::Screen(args) => cli::screen::run(&args),
         Command::Watch(args) => cli::watch::run(&args),
+        Command::Calibrate(args) => cli::calibrate::run(&args),
         #[cfg(feature = "capture")]
         Command::Capture(args) => cli::capture::run(&args),
         #[cfg(feature = "rpi")]

@@ -49,6 +49,9 @@ pub struct Record {
     pub probability: Option<f32>,
     pub per_view: Vec<f32>,
     pub threshold: f32,
+    /// The site calibration `threshold` comes from (`--site`); None: the model's own threshold.
+    #[serde(default)]
+    pub site: Option<crate::site::SiteRef>,
     /// The probability lies inside the contract's borderline band (the threshold's uncertainty
     /// on validation): whatever `outcome` says, the operator is told "borderline: refer or
     /// retake". False when the contract declares no band.

@@ -12,12 +12,14 @@ use sha2::{Digest, Sha256};
 use crate::engine::Engine;
 use crate::quality::{assess, measure, Limits, Quality};
 use crate::record::{now_rfc3339, Latency, Outcome, Record};
+use crate::site::Site;
 
 /// The model plus reusable buffers.
 #[derive(Debug)]
 pub struct Screener {
     pub engine: Engine,
     pub limits: Limits,
+    site: Option<Site>,
     ws: Workspace,
     batch: Vec<f32>,
 }
@@ -31,8 +33,34 @@ impl Screener {
         Screener {
             engine,
             limits: Limits::default(),
+            site: None,
             ws: Workspace::default(),
             batch: Vec::new(),
+        }
+    }
+
+    /// Screens under a site calibration: its threshold and borderline band replace the model's,
+    /// and every record names it. The site must have been checked against this engine's model
+    /// ([`Site::load`]).
+    pub fn with_site(mut self, site: Site) -> Self {
+        self.site = Some(site);
+        self
+    }
+
+    /// The threshold screenings use: the site's, else the model's.
+    pub fn threshold(&self) -> f32 {
+        self.site
+            .as_ref()
+            .map_or(self.engine.contract.threshold(), |s| {
+                s.calibration.threshold
+            })
+    }
+
+    /// The borderline band screenings use: the site's, else the model's (if it declares one).
+    pub fn borderline(&self) -> Option<[f32; 2]> {
+        match &self.site {
+            Some(s) => Some(s.calibration.borderline),
+            None => self.engine.contract.borderline(),
         }
     }
 
@@ -46,7 +74,8 @@ impl Screener {
             outcome: Outcome::Ungradable,
             probability: None,
             per_view: Vec::new(),
-            threshold: self.engine.contract.threshold(),
+            threshold: self.threshold(),
+            site: self.site.as_ref().map(|s| s.reference.clone()),
             borderline: false,
             quality: None,
             quality_metrics: None,
@@ -180,8 +209,6 @@ impl Screener {
                 };
                 r.probability = Some(a.mean);
                 r.borderline = self
-                    .engine
-                    .contract
                     .borderline()
                     .is_some_and(|[lo, hi]| (lo..=hi).contains(&a.mean));
                 r.per_view = a.per_view.to_vec();

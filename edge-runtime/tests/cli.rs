@@ -168,3 +168,136 @@ fn the_help_names_the_features_this_build_left_out() {
         "{out}"
     );
 }
+
+fn data(rel: &str) -> PathBuf {
+    let root = std::env::var_os("DRSCREEN_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let p = root.join(rel);
+    assert!(p.exists(), "{} missing: set DRSCREEN_DATA", p.display());
+    p
+}
+
+/// A graded table of IDRiD photos: the first `diseased` with DR and the first `healthy` without,
+/// as `image,level`.
+fn graded_table(path: &Path, diseased: usize, healthy: usize) {
+    let text = std::fs::read_to_string(data("idrid/labels.csv")).unwrap();
+    let rows: Vec<(&str, u8)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1].parse().unwrap())
+        })
+        .collect();
+    let mut out = String::from("image,level\n");
+    for (img, level) in rows
+        .iter()
+        .filter(|r| r.1 >= 1)
+        .take(diseased)
+        .chain(rows.iter().filter(|r| r.1 == 0).take(healthy))
+    {
+        out.push_str(&format!("{img},{level}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn calibrate(dir: &Path, table: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let images = data("idrid/images");
+    let model = model();
+    let mut args = vec![
+        "calibrate",
+        "--model",
+        model.as_str(),
+        "--labels",
+        table.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--site-name",
+        "test clinic",
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args)
+}
+
+#[test]
+fn calibrate_sets_a_site_threshold_that_screenings_use_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Too few diseased eyes: refused, saying how many it needs, and nothing written.
+    let few = d.join("few.csv");
+    graded_table(&few, 6, 2);
+    let (code, out, err) = calibrate(d, &few, &[]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("6 gradable diseased eyes") && err.contains("at least 29"),
+        "{err}"
+    );
+    assert!(!d.join("drscreen-site.json").exists());
+
+    // A photo the table names but the folder lacks: the error names it, before any screening.
+    let typo = d.join("typo.csv");
+    std::fs::write(&typo, "image,level\nIDRiD_001_train.jpg,3\nno-such.jpg,0\n").unwrap();
+    let (code, _, err) = calibrate(d, &typo, &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no-such.jpg (line 3)"), "{err}");
+
+    let table = d.join("graded.csv");
+    graded_table(&table, 30, 6);
+    let (code, out, err) = calibrate(d, &table, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let site_file = d.join("drscreen-site.json");
+    let site: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&site_file).unwrap()).unwrap();
+    assert_eq!(site["site"], "test clinic");
+    assert_eq!(site["photos"], 36);
+    let threshold = site["threshold"].as_f64().unwrap();
+    // 30 diseased eyes show 0.90 at 95 % only with all 30 caught.
+    assert_eq!(site["sensitivity"]["hits"].as_u64().unwrap(), 30, "{site}");
+    assert!(site["sensitivity_lower_bound"].as_f64().unwrap() >= 0.90);
+    assert!(out.contains("wrote"), "{out}");
+
+    // Not replaced without --force.
+    let (code, _, err) = calibrate(d, &table, &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pass --force"), "{err}");
+
+    // Screening under the site: the record carries its threshold and names it.
+    let photo = data("idrid/images/IDRiD_001_train.jpg");
+    let site_arg = site_file.to_str().unwrap();
+    let (code, out, err) = screen(d, &["--site", site_arg, "--json", photo.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("site \"test clinic\""), "{err}");
+    let rec: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        (rec["threshold"].as_f64().unwrap() - threshold).abs() < 1e-6,
+        "{rec}"
+    );
+    assert_eq!(rec["site"]["site"], "test clinic");
+    let sha = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&site_file).unwrap())
+    );
+    assert_eq!(rec["site"]["sha256"], sha.as_str());
+
+    // A site file made for another model is refused before anything is logged.
+    let mut other = site.clone();
+    other["model_sha256"] = "00".repeat(32).into();
+    let other_file = d.join("other.json");
+    std::fs::write(&other_file, other.to_string()).unwrap();
+    let log = d.join("other.jsonl");
+    let (code, out, err) = screen(
+        d,
+        &[
+            "--site",
+            other_file.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            photo.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("calibrates model 000000000000"), "{err}");
+    assert!(out.is_empty() && !log.exists(), "{out}");
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use edge_runtime::screen::Screener;
 use edge_runtime::source::v4l2::{capture, FRAME_TIMEOUT, SKIP_FRAMES};
 
 #[derive(ClapArgs, Debug)]
@@ -28,6 +27,10 @@ pub struct Args {
     pub timeout_s: u64,
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Site calibration (from `edge-runtime calibrate`): its threshold, set on this camera's own
+    /// graded photos, replaces the model's; every record names it.
+    #[arg(long, env = "DRSCREEN_SITE")]
+    pub site: Option<PathBuf>,
     /// Results log (JSON lines, fsync'd before the result is printed).
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
@@ -59,7 +62,7 @@ pub fn run(a: &Args) -> Result<()> {
     let screening = if a.screen {
         let engine = super::load_engine(a.model.as_deref(), a.threads)?;
         let (log, _) = super::screen::open_log(&a.log)?;
-        Some((Screener::new(engine), log))
+        Some((super::screener(engine, a.site.as_deref())?, log))
     } else {
         None
     };

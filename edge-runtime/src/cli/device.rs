@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args as ClapArgs};
 use edge_runtime::device::{rpi, Device, Pins, SleepDelay};
-use edge_runtime::screen::Screener;
 use edge_runtime::source::folder::{self, FolderCamera};
 use edge_runtime::source::watch::Watcher;
 use edge_runtime::source::Camera;
@@ -41,6 +40,10 @@ pub struct Args {
     pub incomplete_after_s: u64,
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Site calibration (from `edge-runtime calibrate`): its threshold, set on this camera's own
+    /// graded photos, replaces the model's; every record names it.
+    #[arg(long, env = "DRSCREEN_SITE")]
+    pub site: Option<PathBuf>,
     /// Results log (JSON lines, fsync'd before each result is shown); keep it on persistent storage.
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
@@ -103,10 +106,10 @@ pub fn run(a: &Args) -> Result<()> {
     };
     pins.check()?;
     let engine = super::load_engine(a.model.as_deref(), a.threads)?;
+    let mut screener = super::screener(engine, a.site.as_deref())?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered.screened();
     let mut camera = camera(a, seen)?;
-    let mut screener = Screener::new(engine);
 
     let (indicator, button) = rpi::open(&pins)?;
     let mut device = Device {

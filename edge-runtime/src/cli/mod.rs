@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod calibrate;
 #[cfg(feature = "capture")]
 pub mod capture;
 #[cfg(feature = "rpi")]
@@ -34,4 +35,30 @@ pub fn load_engine(
         eprintln!("note: {note}");
     }
     Ok(engine)
+}
+
+/// A screener for `engine`, under the site calibration at `site` when one is given; says which
+/// threshold it screens at.
+pub fn screener(
+    engine: edge_runtime::engine::Engine,
+    site: Option<&std::path::Path>,
+) -> anyhow::Result<edge_runtime::screen::Screener> {
+    let own = engine.contract.threshold();
+    let mut screener = edge_runtime::screen::Screener::new(engine);
+    if let Some(path) = site {
+        let s = edge_runtime::site::Site::load(
+            path,
+            &screener.engine.sha256,
+            screener.engine.contract.positive_class,
+        )?;
+        eprintln!(
+            "site {:?} ({}): threshold {:.4} from {} of its own graded photos (the model's own: {own:.4})",
+            s.calibration.site,
+            path.display(),
+            s.calibration.threshold,
+            s.calibration.photos - s.calibration.ungradable
+        );
+        screener = screener.with_site(s);
+    }
+    Ok(screener)
 }

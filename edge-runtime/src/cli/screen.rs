@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use edge_runtime::record::{Log, Outcome, Record, Recovered};
-use edge_runtime::screen::Screener;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -19,6 +18,10 @@ pub struct Args {
     /// One JSON record per photo on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Site calibration (from `edge-runtime calibrate`): its threshold, set on this camera's own
+    /// graded photos, replaces the model's; every record names it.
+    #[arg(long, env = "DRSCREEN_SITE")]
+    pub site: Option<PathBuf>,
     /// Results log (JSON lines, fsync'd before each result is printed).
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
@@ -96,8 +99,8 @@ pub fn log_then_print(log: &mut Log, r: &Record, json: bool) -> Result<()> {
 
 pub fn run(a: &Args) -> Result<()> {
     let engine = super::load_engine(a.model.as_deref(), a.threads)?;
+    let mut screener = super::screener(engine, a.site.as_deref())?;
     let (mut log, _) = open_log(&a.log)?;
-    let mut screener = Screener::new(engine);
     let mut not_screened = 0;
     for image in &a.images {
         let r = screener.screen_file(image);

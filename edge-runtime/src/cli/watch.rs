@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use edge_runtime::screen::Screener;
 use edge_runtime::source::watch::{Found, Watcher};
 
 #[derive(ClapArgs, Debug)]
@@ -14,6 +13,10 @@ pub struct Args {
     pub dir: PathBuf,
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Site calibration (from `edge-runtime calibrate`): its threshold, set on this camera's own
+    /// graded photos, replaces the model's; every record names it.
+    #[arg(long, env = "DRSCREEN_SITE")]
+    pub site: Option<PathBuf>,
     /// Results log; photos already in it are not screened again after a restart.
     #[arg(long, env = "DRSCREEN_LOG", default_value = "drscreen-results.jsonl")]
     pub log: PathBuf,
@@ -40,6 +43,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<()> {
     let engine = super::load_engine(a.model.as_deref(), a.threads)?;
+    let mut screener = super::screener(engine, a.site.as_deref())?;
     let (mut log, recovered) = super::screen::open_log(&a.log)?;
     let seen = recovered.screened();
     let mut watcher = Watcher::new(&a.dir, seen)?
@@ -52,7 +56,6 @@ pub fn run(a: &Args) -> Result<()> {
         a.interval_ms,
         a.settle_ms
     );
-    let mut screener = Screener::new(engine);
     let mut n = 0u64;
     loop {
         for found in watcher.poll()? {
