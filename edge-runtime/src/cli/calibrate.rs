@@ -52,9 +52,9 @@ struct Row {
     diseased: bool,
 }
 
-fn read_table(path: &Path, images: &Path, class: PositiveClass) -> Result<Vec<Row>> {
-    let mut reader = csv::Reader::from_path(path)
-        .with_context(|| format!("reading the graded table {}", path.display()))?;
+/// Reads the table from `bytes` (the file at `path`, read once: its SHA-256 goes in the site file).
+fn read_table(path: &Path, bytes: &[u8], images: &Path, class: PositiveClass) -> Result<Vec<Row>> {
+    let mut reader = csv::Reader::from_reader(bytes);
     let headers = reader
         .headers()
         .with_context(|| format!("{}: no header line", path.display()))?
@@ -142,11 +142,10 @@ pub fn run(a: &Args) -> Result<()> {
     });
     let engine = super::load_engine(a.model.as_deref(), a.threads)?;
     let class = engine.contract.positive_class;
-    let rows = read_table(&a.labels, &images, class)?;
-    let labels_sha256 = format!(
-        "{:x}",
-        Sha256::digest(std::fs::read(&a.labels).context("reading the graded table")?)
-    );
+    let table = std::fs::read(&a.labels)
+        .with_context(|| format!("reading the graded table {}", a.labels.display()))?;
+    let rows = read_table(&a.labels, &table, &images, class)?;
+    let labels_sha256 = format!("{:x}", Sha256::digest(&table));
     let need = min_positives(a.target_sensitivity, a.confidence);
     let diseased = rows.iter().filter(|r| r.diseased).count();
     eprintln!(
