@@ -1,14 +1,10 @@
 //! The operator's CLI: exit codes, "no such file" for a typo, refused settings and logs, and where
 //! it writes.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{data, fixture};
+use std::path::Path;
 use std::process::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// Runs `edge-runtime ARGS` in `dir`: (exit code, stdout, stderr).
 fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
@@ -167,15 +163,6 @@ fn the_help_names_the_features_this_build_left_out() {
         !cfg!(feature = "capture"),
         "{out}"
     );
-}
-
-fn data(rel: &str) -> PathBuf {
-    let root = std::env::var_os("DRSCREEN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    let p = root.join(rel);
-    assert!(p.exists(), "{} missing: set DRSCREEN_DATA", p.display());
-    p
 }
 
 /// A graded table of IDRiD photos: the first `diseased` with DR and the first `healthy` without,

@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+mod common;
+use common::{data, fixture};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -12,21 +14,6 @@ use edge_runtime::quality::{assess, measure, Limits, Quality};
 use edge_runtime::record::{read_log, Log, Outcome, Record};
 use edge_runtime::screen::Screener;
 use prost::Message;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn data(rel: &str) -> PathBuf {
-    let root = std::env::var_os("DRSCREEN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    let p = root.join(rel);
-    assert!(p.exists(), "{} missing: set DRSCREEN_DATA", p.display());
-    p
-}
 
 fn screener() -> Screener {
     Screener::new(Engine::load(&default_model()).expect("shipped model loads"))
