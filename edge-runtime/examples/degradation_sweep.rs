@@ -55,8 +55,11 @@ fn args() -> Result<Args> {
 struct Tally {
     refer: usize,
     ungradable: usize,
+    /// No referral inside the borderline band: shown "borderline: refer or retake".
+    borderline: usize,
+    /// No referral outside the band: a silent miss.
     no_referral: usize,
-    /// The gate metrics of the misses: mean luma, sharpness.
+    /// The gate metrics of the silent misses: mean luma, sharpness.
     misses: Vec<String>,
 }
 
@@ -167,6 +170,7 @@ fn main() -> Result<()> {
                 row(&mut csv, set, p, *grade, d.kind(), &d.strength(), &r)?;
                 match r.outcome {
                     Outcome::Refer => t.refer += 1,
+                    Outcome::NoReferral if r.borderline => t.borderline += 1,
                     Outcome::NoReferral => {
                         t.no_referral += 1;
                         let m = r.quality_metrics;
@@ -189,16 +193,17 @@ fn main() -> Result<()> {
         "\n## Diseased photos under each degradation\n\nNominal capture: {} referred, {} not referred (misses of the model itself), {} ungradable. The rows count the {} referred ones.\n",
         nominal.0, nominal.1, nominal.2, nominal.0
     );
-    println!("| degradation | strength | refer | ungradable | **no referral** | misses (photo, p, luma, sharpness) |\n|---|---|---|---|---|---|");
+    println!("| degradation | strength | refer | ungradable | no referral, borderline | **no referral, silent** | silent misses (photo, p, luma, sharpness) |\n|---|---|---|---|---|---|---|");
     for (d, t) in degradations.iter().zip(&tally) {
         let shown: Vec<&str> = t.misses.iter().take(3).map(|s| s.as_str()).collect();
         let more = t.misses.len().saturating_sub(3);
         println!(
-            "| {} | {} | {} | {} | {} | {}{} |",
+            "| {} | {} | {} | {} | {} | {} | {}{} |",
             d.kind(),
             d.strength(),
             t.refer,
             t.ungradable,
+            t.borderline,
             t.no_referral,
             shown.join("; "),
             if more > 0 {
@@ -209,8 +214,9 @@ fn main() -> Result<()> {
         );
     }
     let total: usize = tally.iter().map(|t| t.no_referral).sum();
+    let borderline: usize = tally.iter().map(|t| t.borderline).sum();
     println!(
-        "\nSilent misses in the sweep: **{total}** of {} degraded screenings.",
+        "\nSilent misses in the sweep: **{total}** of {} degraded screenings ({borderline} more no referrals inside the borderline band).",
         nominal.0 * degradations.len()
     );
     Ok(())

@@ -1,5 +1,6 @@
 //! Prints the gradability metrics of real photos and of degraded copies, to set the limits:
 //! `cargo run --release -p edge-runtime --example quality_stats -- DATA_DIR [N]`.
+//! Ends with the retake rate of each candidate luminance limit on the real photos of every set.
 #[path = "../src/quality.rs"]
 mod quality;
 
@@ -64,6 +65,7 @@ fn main() {
             rows.push((k, m, quality::assess(&m, &quality::Limits::default())));
         }
     }
+    luminance_limits(&data);
     for (k, name) in kinds.iter().enumerate() {
         let ms: Vec<_> = rows.iter().filter(|r| r.0 == k).collect();
         let pass = ms
@@ -92,5 +94,56 @@ fn main() {
         {
             println!("      e.g. {:?}", r.2);
         }
+    }
+}
+
+/// How many real photos of each set a luminance or a blur limit would refuse (the retake rate it
+/// costs). APTOS's 224x224 photos are enlarged 2x as the degradation sweep enlarges them.
+fn luminance_limits(data: &std::path::Path) {
+    const LUMA: [f32; 8] = [26.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0];
+    const SHARP: [f32; 6] = [2.0, 3.0, 4.0, 5.0, 6.0, 8.0];
+    println!("| set | photos | darkest 3 (mean luma) | refused at luma below {LUMA:?} | least sharp 3 | refused at sharpness below {SHARP:?} |");
+    println!("|---|---|---|---|---|---|");
+    for set in ["idrid", "srahim", "aptos2019"] {
+        let metrics: Vec<quality::QualityMetrics> = photos(&data.join(set).join("images"))
+            .iter()
+            .filter_map(|p| image::open(p).ok())
+            .map(|img| {
+                let img = img.to_rgb8();
+                let (w, h) = img.dimensions();
+                let img = if set == "aptos2019" {
+                    image::imageops::resize(
+                        &img,
+                        w * 2,
+                        h * 2,
+                        image::imageops::FilterType::Triangle,
+                    )
+                } else {
+                    img
+                };
+                let (w, h) = img.dimensions();
+                quality::measure(img.as_raw(), w as usize, h as usize)
+            })
+            .collect();
+        let sorted = |f: fn(&quality::QualityMetrics) -> f32| {
+            let mut v: Vec<f32> = metrics.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v
+        };
+        let below = |v: &[f32], limits: &[f32]| -> Vec<usize> {
+            limits
+                .iter()
+                .map(|l| v.iter().filter(|x| *x < l).count())
+                .collect()
+        };
+        let (luma, sharp) = (sorted(|m| m.mean_luma), sorted(|m| m.laplacian_var));
+        println!(
+            "| {set} | {} | {:.1?} | {:?} | {:.1?} | {:?} |",
+            metrics.len(),
+            &luma[..luma.len().min(3)],
+            below(&luma, &LUMA),
+            &sharp[..sharp.len().min(3)],
+            below(&sharp, &SHARP),
+        );
     }
 }

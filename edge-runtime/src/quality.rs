@@ -46,6 +46,9 @@ pub struct Limits {
     pub max_aspect: f32,
     pub min_fov_fraction: f32,
     pub min_dark_corners: u8,
+    /// Below this the model's output is no longer trustworthy: in the degradation sweep, darkened
+    /// referred photos fell to a silent "no referral" at mean luma 26-29, while no real IDRiD,
+    /// SRahim or APTOS photo (4,675) is darker than 30.7 (docs/quality.md).
     pub min_mean_luma: f32,
     pub max_mean_luma: f32,
     pub max_saturated_fraction: f32,
@@ -63,7 +66,7 @@ impl Default for Limits {
             max_aspect: 2.0,
             min_fov_fraction: 0.25,
             min_dark_corners: 2,
-            min_mean_luma: 26.0,
+            min_mean_luma: 30.0,
             max_mean_luma: 200.0,
             max_saturated_fraction: 0.28,
             min_red_minus_blue: 15.0,

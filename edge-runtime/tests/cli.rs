@@ -180,7 +180,7 @@ fn graded_table(path: &Path, diseased: usize, healthy: usize) {
     let mut out = String::from("image,level\n");
     for (img, level) in rows
         .iter()
-        .filter(|r| r.1 >= 1)
+        .filter(|r| r.1 >= 2) // moderate or worse: diseased for an any-DR and a referable model
         .take(diseased)
         .chain(rows.iter().filter(|r| r.1 == 0).take(healthy))
     {

@@ -219,11 +219,31 @@ fn models_without_a_contract_this_build_understands_are_refused() {
     let e = format!("{:#}", Engine::load(&bare).unwrap_err());
     assert!(e.contains("no drscreen contract"), "{e}");
 
-    let mut future = contract.clone();
-    future[0].value = future[0]
-        .value
-        .replace("\"contract_version\":1", "\"contract_version\":2");
-    proto.metadata_props = future;
+    // A version this build does not know is refused; version 1 (no field-of-view step) still loads.
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut props = contract.clone();
+        let mut c: serde_json::Value = serde_json::from_str(&props[0].value).unwrap();
+        edit(&mut c);
+        props[0].value = c.to_string();
+        props
+    };
+    proto.metadata_props = with(&|c| c["contract_version"] = 1.into());
+    let v1 = dir.path().join("v1.onnx");
+    std::fs::write(&v1, proto.encode_to_vec()).unwrap();
+    assert!(
+        matches!(Engine::load(&v1), Err(e) if format!("{e:#}").contains("fov")),
+        "a version 1 contract with a field-of-view step must be refused"
+    );
+    proto.metadata_props = with(&|c| {
+        c["contract_version"] = 1.into();
+        c.as_object_mut().unwrap().remove("fov");
+    });
+    std::fs::write(&v1, proto.encode_to_vec()).unwrap();
+    let e = Engine::load(&v1).expect("a version 1 contract loads");
+    assert_eq!(e.contract.contract_version, 1);
+    assert!(e.contract.fov.is_none());
+
+    proto.metadata_props = with(&|c| c["contract_version"] = 99.into());
     let v2 = dir.path().join("v2.onnx");
     std::fs::write(&v2, proto.encode_to_vec()).unwrap();
     let e = format!("{:#}", Engine::load(&v2).unwrap_err());

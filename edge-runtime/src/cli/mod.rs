@@ -59,6 +59,10 @@ pub fn screener(
             s.calibration.photos - s.calibration.ungradable
         );
         screener = screener.with_site(s);
+    } else {
+        eprintln!(
+            "no site calibration: screening at the model's own threshold {own:.4}, chosen on its training cameras; on a camera it never saw it can miss many referable eyes (models/README.md). Calibrate this camera before screening patients: `edge-runtime calibrate` (docs/deploy-pi.md), then --site or DRSCREEN_SITE"
+        );
     }
     Ok(screener)
 }

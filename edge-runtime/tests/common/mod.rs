@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// A file in `tests/fixtures`.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use fixtures
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
