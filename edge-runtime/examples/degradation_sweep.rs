@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use drscreen_core::contract::PositiveClass;
-use edge_runtime::degrade::{labels, load, photo, sweep, SETS};
+use edge_runtime::degrade::{diseased_sample, labels, load, photo, sweep, SETS};
 use edge_runtime::engine::{default_model, Engine};
 use edge_runtime::quality::{assess, measure, Limits, Quality};
 use edge_runtime::record::{Outcome, Record};
@@ -144,12 +144,7 @@ fn main() -> Result<()> {
     let mut tally: Vec<Tally> = degradations.iter().map(|_| Tally::default()).collect();
     let mut nominal = (0usize, 0usize, 0usize); // referred, not referred, ungradable
     for set in SETS {
-        let diseased: Vec<_> = labels(&a.data, set)?
-            .into_iter()
-            .filter(|(_, g, r)| if positive_referable { *r } else { *g > 0 })
-            .collect();
-        let step = (diseased.len() / a.per_set.max(1)).max(1);
-        for (p, grade, _) in diseased.iter().step_by(step).take(a.per_set) {
+        for (p, grade) in &diseased_sample(&a.data, set, positive_referable, a.per_set)? {
             let img = load(p, set)?;
             let name = p.display().to_string();
             let r = s.screen_rgb(&name, &photo(&img));

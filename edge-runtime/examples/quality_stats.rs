@@ -107,20 +107,8 @@ fn luminance_limits(data: &std::path::Path) {
     for set in ["idrid", "srahim", "aptos2019"] {
         let metrics: Vec<quality::QualityMetrics> = photos(&data.join(set).join("images"))
             .iter()
-            .filter_map(|p| image::open(p).ok())
+            .filter_map(|p| edge_runtime::degrade::load(p, set).ok())
             .map(|img| {
-                let img = img.to_rgb8();
-                let (w, h) = img.dimensions();
-                let img = if set == "aptos2019" {
-                    image::imageops::resize(
-                        &img,
-                        w * 2,
-                        h * 2,
-                        image::imageops::FilterType::Triangle,
-                    )
-                } else {
-                    img
-                };
                 let (w, h) = img.dimensions();
                 quality::measure(img.as_raw(), w as usize, h as usize)
             })

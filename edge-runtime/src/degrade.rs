@@ -192,6 +192,23 @@ pub fn labels(data: &Path, set: &str) -> Result<Vec<(PathBuf, u8, bool)>> {
     Ok(out)
 }
 
+/// The sweep's photos of `set`: every (n/`per_set`)-th photo of the positive class (referable DR
+/// when `referable`, else any DR) in label order, at most `per_set`, as (file, grade).
+pub fn diseased_sample(
+    data: &Path,
+    set: &str,
+    referable: bool,
+    per_set: usize,
+) -> Result<Vec<(PathBuf, u8)>> {
+    let diseased: Vec<(PathBuf, u8)> = labels(data, set)?
+        .into_iter()
+        .filter(|(_, g, r)| if referable { *r } else { *g > 0 })
+        .map(|(p, g, _)| (p, g))
+        .collect();
+    let step = (diseased.len() / per_set.max(1)).max(1);
+    Ok(diseased.into_iter().step_by(step).take(per_set).collect())
+}
+
 /// A photo of `set` as the sweep uses it: APTOS's 224x224 photos enlarged 2x (bilinear), so that
 /// they pass the gate's smallest side and its cameras are in the sweep.
 pub fn load(path: &Path, set: &str) -> Result<RgbImage> {

@@ -10,7 +10,7 @@ mod common;
 use common::data;
 
 use drscreen_core::contract::PositiveClass;
-use edge_runtime::degrade::{labels, load, photo, sweep, SETS};
+use edge_runtime::degrade::{diseased_sample, load, photo, sweep, SETS};
 use edge_runtime::engine::{default_model, Engine};
 use edge_runtime::record::Outcome;
 use edge_runtime::screen::Screener;
@@ -27,14 +27,9 @@ fn no_degradation_turns_a_referred_photo_into_a_silent_no_referral() {
     let (mut referred, mut screenings) = (0, 0);
     let mut silent = Vec::new();
     for set in SETS {
-        let diseased: Vec<_> = labels(&root, set)
-            .expect("label table")
-            .into_iter()
-            .filter(|(_, g, r)| if referable { *r } else { *g > 0 })
-            .collect();
-        assert!(diseased.len() >= PER_SET, "{set}: too few diseased photos");
-        let step = diseased.len() / PER_SET;
-        for (p, grade, _) in diseased.iter().step_by(step).take(PER_SET) {
+        let sample = diseased_sample(&root, set, referable, PER_SET).expect("label table");
+        assert_eq!(sample.len(), PER_SET, "{set}: too few diseased photos");
+        for (p, grade) in &sample {
             let img = load(p, set).expect("photo decodes");
             let name = p.display().to_string();
             if s.screen_rgb(&name, &photo(&img)).outcome != Outcome::Refer {
